@@ -1,0 +1,143 @@
+"""Entry point: `python -m ffc_ddpm.main --config=configs/X.py --workdir=DIR`.
+
+Intentionally short: parse and check the flags and the config, then hand over
+to the mode's function. Bad input (an unknown mode or config field, a wrong
+value, missing data) ends with one line naming the problem and exit code 2,
+before any compute starts.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from ffc_ddpm import configuration
+
+MODES = ("train", "eval", "inpaint", "sample")
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file (e.g. configs/celebahq.py).", lock_config=True)
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, logs, metrics and images.")
+_MODE = flags.DEFINE_string("mode", "train", f"One of {', '.join(MODES)}; "
+                            "train is followed by eval when "
+                            "config.train.eval_after_train.")
+_IMAGE = flags.DEFINE_string(
+    "image", None, "inpaint: an image file or a folder of images.")
+_MASK = flags.DEFINE_string(
+    "mask", "center", "inpaint: a mask image (white = hole), a folder of masks "
+    "named like the images, or a mask name (center, random, large, thick, ...).")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "inpaint: output PNG (or folder); sample: output folder.")
+_NUM_SAMPLES = flags.DEFINE_integer(
+    "num_samples", 1, "inpaint: results per image; sample: images to draw.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Join a multi-process run (TPU pod, GPU cluster) "
+    "with jax.distributed.initialize(); only process 0 writes logs and images.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "--distributed: host:port of process 0 "
+    "(default: detected from SLURM, Open MPI, TPU or Kubernetes).")
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "--distributed: how many processes (default: detected).")
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "--distributed: this process's id (default: detected).")
+_STEP = flags.DEFINE_integer(
+    "step", None, "eval/inpaint/sample: checkpoint step (default: the latest).")
+
+
+class UsageError(ValueError):
+  """A command-line flag is missing or wrong."""
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl parsing, with every problem reduced to one line and exit code 2."""
+  for arg in argv:
+    if arg.startswith("--config="):
+      path = arg.split("=", 1)[1]
+      if not os.path.isfile(path):
+        _fail(f"--config={path}: no such config file")
+      configuration.add_config_root_to_path(path)
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, KeyError, AttributeError, TypeError, ValueError,
+          ImportError, SyntaxError) as e:
+    _fail(f"flags: {_one_line(e)}")
+
+
+def check(config) -> None:
+  """Everything that can be checked before any compute."""
+  if _MODE.value not in MODES:
+    raise UsageError(f"--mode={_MODE.value}: expected one of {', '.join(MODES)}")
+  if config is None:
+    raise UsageError("--config: required (e.g. --config=configs/demo.py)")
+  if not _WORKDIR.value:
+    raise UsageError("--workdir: required (where checkpoints and results go)")
+  configuration.validate(config)
+  from ffc_ddpm.data import masks  # pylint: disable=g-import-not-at-top
+  for name in (config.data.train_masks,) + tuple(config.eval.masks):
+    masks.validate_mask_name(name)
+  if _MODE.value == "train":
+    configuration.check_data_path(config)
+  if _MODE.value == "inpaint" and not (_IMAGE.value and _OUTPUT.value):
+    raise UsageError("--mode=inpaint needs --image=PATH and --output=PATH")
+  if _MODE.value == "sample" and config.diffusion.conditioning != "none":
+    raise UsageError("--mode=sample draws from unconditional models "
+                     "(diffusion.conditioning='none'); use --mode=inpaint")
+  if _NUM_SAMPLES.value < 1:
+    raise UsageError(f"--num_samples={_NUM_SAMPLES.value}: expected >= 1")
+
+
+def run(config, workdir: str) -> None:
+  """Hands over to the chosen mode (imports are heavy, so made late)."""
+  # pylint: disable=g-import-not-at-top
+  from ffc_ddpm import evaluate, inpaint, train
+  mode = _MODE.value
+  if mode == "train":
+    train.train(config, workdir)
+    if config.train.eval_after_train:
+      evaluate.evaluate(config, workdir)
+  elif mode == "eval":
+    configuration.check_data_path(config)
+    evaluate.evaluate(config, workdir, _STEP.value)
+  elif mode == "inpaint":
+    inpaint.inpaint_files(config, workdir, _IMAGE.value, _MASK.value,
+                          _OUTPUT.value, _NUM_SAMPLES.value, _STEP.value)
+  else:
+    inpaint.sample_files(config, workdir, _OUTPUT.value or workdir,
+                         _NUM_SAMPLES.value, _STEP.value)
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = _CONFIG.value
+  try:
+    check(config)
+    import jax  # pylint: disable=g-import-not-at-top
+    if _DISTRIBUTED.value:
+      jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
+                                 _PROCESS_ID.value)
+    logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
+                 jax.process_count(), jax.local_devices())
+    logging.info("Config:\n%s", config)
+    run(config, _WORKDIR.value)
+  except (ValueError, OSError) as e:
+    logging.debug("Full trace of the error below:", exc_info=True)
+    _fail(_one_line(e))
+
+
+def _one_line(e: BaseException) -> str:
+  text = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+  return " ".join(text.split())
+
+
+def _fail(message: str) -> None:
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,104 @@
+"""Noise schedules and respacing against guided-diffusion and closed forms."""
+
+import math
+
+import numpy as np
+import pytest
+
+from ffc_ddpm.diffusion import schedules
+
+
+@pytest.fixture(scope="module")
+def ref(shared_dir):
+  path = shared_dir / "reference" / "guided_diffusion"
+  return dict(np.load(path / "gaussian_diffusion_ref.npz"))
+
+
+@pytest.mark.parametrize("key, args", [
+    ("betas_linear_1000", ("scaled_linear", 1000)),
+    ("betas_cosine_1000", ("cosine", 1000)),
+    ("betas_paper_2000", ("linear", 2000, 1e-6, 1e-2)),
+])
+def test_named_schedules_match_guided_diffusion(ref, key, args):
+  betas = schedules.get_betas(*args)
+  assert betas.dtype == np.float64
+  np.testing.assert_allclose(betas, ref[key], rtol=1e-12, atol=0)
+
+
+def test_scaled_linear_is_ho_schedule_scaled_by_1000_over_t():
+  betas = schedules.get_betas("scaled_linear", 2000, 0.5, 0.6)  # range unused
+  np.testing.assert_allclose(betas[[0, 1, -1]],
+                             [5e-5, 5e-5 + (1e-2 - 5e-5) / 1999, 1e-2])
+
+
+def test_cosine_follows_its_alpha_bar_and_caps_the_last_beta():
+  betas = schedules.get_betas("cosine", 50)
+  f = lambda s: math.cos((s + 0.008) / 1.008 * math.pi / 2)**2
+  abar = np.cumprod(1 - betas)
+  expected = [f((t + 1) / 50) / f(0) for t in range(49)]
+  np.testing.assert_allclose(abar[:49], expected, rtol=1e-10)
+  assert betas[-1] == 0.999
+
+
+@pytest.mark.parametrize("spec", ["250", "ddim50"])
+def test_respacing_matches_guided_diffusion(ref, spec):
+  betas = schedules.get_betas("scaled_linear", 1000)
+  new_betas, timestep_map = schedules.respace(
+      betas, schedules.space_timesteps(1000, spec))
+  np.testing.assert_array_equal(timestep_map,
+                                ref[f"respaced_{spec}_timestep_map"])
+  np.testing.assert_allclose(new_betas, ref[f"respaced_{spec}_betas"],
+                             rtol=1e-10)
+
+
+def test_respacing_keeps_abar_of_the_kept_steps():
+  betas = schedules.get_betas("cosine", 300)
+  new_betas, timestep_map = schedules.respace(betas, {0, 7, 150, 299})
+  np.testing.assert_array_equal(timestep_map, [0, 7, 150, 299])
+  np.testing.assert_allclose(np.cumprod(1 - new_betas),
+                             np.cumprod(1 - betas)[timestep_map], rtol=1e-9)
+
+
+def test_respacing_every_step_is_the_identity():
+  betas = schedules.get_betas("linear", 100, 1e-4, 2e-2)
+  new_betas, timestep_map = schedules.respace(betas, range(100))
+  np.testing.assert_allclose(new_betas, betas, rtol=1e-10)
+  np.testing.assert_array_equal(timestep_map, np.arange(100))
+
+
+@pytest.mark.parametrize("num, counts, expected", [
+    # Sections of 4, 3, 3 steps (the first gets the remainder), 2 from each.
+    (10, [2, 2, 2], {0, 3, 4, 6, 7, 9}),
+    # Stride 1.5: 0, 1.5, 3, 4.5, 6 round half to even -> 0, 2, 3, 4, 6.
+    (7, "5", {0, 2, 3, 4, 6}),
+    (12, 1, {0}),
+    (20, "ddim5", {0, 4, 8, 12, 16}),
+])
+def test_space_timesteps_by_hand(num, counts, expected):
+  assert schedules.space_timesteps(num, counts) == expected
+
+
+def test_space_timesteps_sections_span_their_ranges():
+  steps = sorted(schedules.space_timesteps(300, "10,15,20"))
+  assert len(steps) == 45
+  first, second, third = steps[:10], steps[10:25], steps[25:]
+  assert (first[0], first[-1], second[0], second[-1]) == (0, 99, 100, 199)
+  assert (third[0], third[-1]) == (200, 299)
+  assert np.ptp(np.diff(first)) == 0  # 99 / 9 = 11 exactly
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: schedules.get_betas("quadratic", 10), "schedule='quadratic'"),
+    (lambda: schedules.get_betas("linear", 10, 0.1, 1.5), "beta_end=1.5"),
+    (lambda: schedules.get_betas("linear", 0, 1e-4, 0.02), "num_steps=0"),
+    (lambda: schedules.get_betas("scaled_linear", 10), "more than 20"),
+    (lambda: schedules.space_timesteps(10, "ddim6"), "'ddim6'"),
+    (lambda: schedules.space_timesteps(10, "ddimx"), "'ddimx'"),
+    (lambda: schedules.space_timesteps(10, "5,x"), "'5,x'"),
+    (lambda: schedules.space_timesteps(10, [6, 6]), "6 steps from a section"),
+    (lambda: schedules.respace(np.full(5, 0.1), [2, 5]), "[0, 5)"),
+])
+def test_bad_input_is_a_one_line_error(call, message):
+  with pytest.raises(ValueError) as err:
+    call()
+  assert message in str(err.value) and "\n" not in str(err.value)
