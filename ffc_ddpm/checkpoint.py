@@ -4,21 +4,26 @@ Each step is one orbax checkpoint with separate items, so inference can read
 the weights alone:
   params, ema_params  the network's weights (a converted model has params only)
   opt_state           the optimizer state
+  progress            {"step": int32, "rng": the run's typed base key}
   meta                JSON: the step and what wrote it
-  data                the grain iterator's state (training only)
+  data                the grain iterator's state, one file per process
 Saves are asynchronous; orbax writes to a temporary name and commits by
-renaming, so a run killed mid-save resumes from the last complete checkpoint.
-The training RNG is not stored: it is derived from (config.seed, step).
+renaming (or, on object stores, by a commit marker), so a run killed at any
+moment resumes from the last complete checkpoint. Restoring checks the stored
+tree against the expected one first: a checkpoint written by another model
+or optimizer config is refused with one line naming the first difference.
 """
 
 import os
 from typing import Any
 
 from etils import epath
-import grain.python as grain
+import grain
+import jax
 import orbax.checkpoint as ocp
 
 WEIGHT_ITEMS = ("params", "ema_params")
+STATE_ITEMS = WEIGHT_ITEMS + ("opt_state", "progress")
 
 
 def checkpoint_dir(workdir: str) -> epath.Path:
@@ -27,8 +32,73 @@ def checkpoint_dir(workdir: str) -> epath.Path:
   return epath.Path(root) / "checkpoints"
 
 
+def _item_handlers() -> dict[str, Any]:
+  """Every item's handler, so a step's items and metadata can be read back."""
+  handlers = {name: ocp.StandardCheckpointHandler() for name in STATE_ITEMS}
+  handlers["meta"] = ocp.JsonCheckpointHandler()
+  handlers["data"] = grain.checkpoint.CheckpointHandler()
+  return handlers
+
+
+# ------------------------------------------------- compatibility check
+def _key_name(key) -> str:
+  """A path entry of `tree_flatten_with_path` as plain text."""
+  for attribute in ("key", "name", "idx"):
+    if hasattr(key, attribute):
+      return str(getattr(key, attribute))
+  return str(key)
+
+
+def leaf_paths(tree: Any) -> dict[str, Any]:
+  """{'a/b/0': leaf}: the same names for dicts, dataclasses and namedtuples."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {"/".join(_key_name(k) for k in path): leaf for path, leaf in leaves}
+
+
+def _listing(names: list[str], limit: int = 3) -> str:
+  more = f" and {len(names) - limit} more" if len(names) > limit else ""
+  return ", ".join(repr(n) for n in names[:limit]) + more
+
+
+def _stored_shape(x) -> tuple[int, ...]:
+  """The shape as stored: a typed PRNG key is stored as its key data."""
+  if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+    return tuple(jax.eval_shape(jax.random.key_data, x).shape)
+  return tuple(x.shape)
+
+
+def check_compatible(stored: Any, expected: Any, where: str) -> None:
+  """One-line ValueError unless both trees have the same names and shapes.
+
+  `stored` is orbax's metadata tree of an item, `expected` the abstract
+  (ShapeDtypeStruct) or concrete tree it is about to be restored into.
+  """
+  have, want = leaf_paths(stored), leaf_paths(expected)
+  missing, extra = sorted(want.keys() - have.keys()), sorted(
+      have.keys() - want.keys())
+  hint = "(was it written with another model or optimizer config?)"
+  if missing or extra:
+    raise ValueError(
+        f"{where} does not match this config {hint}: "
+        f"{len(missing)} expected arrays missing ({_listing(missing)}), "
+        f"{len(extra)} unexpected ({_listing(extra)})")
+  for path in sorted(want):
+    stored_shape, wanted_shape = tuple(have[path].shape), _stored_shape(
+        want[path])
+    if stored_shape != wanted_shape:
+      raise ValueError(
+          f"{where}: {path!r} is stored with shape {stored_shape} but this "
+          f"config expects {wanted_shape} {hint}")
+
+
+# ---------------------------------------------------------- the manager
 class Checkpointer:
-  """Saves and restores the training state of one workdir."""
+  """Saves and restores the training state of one workdir.
+
+  keep: the latest k checkpoints are kept; keep_every: every step divisible
+  by M is kept for good as well (0 = none). Usable as a context manager,
+  which waits for pending saves and closes on exit.
+  """
 
   def __init__(self, workdir: str, *, keep: int = 3, keep_every: int = 0,
                async_save: bool = True):
@@ -38,33 +108,74 @@ class Checkpointer:
         enable_async_checkpointing=async_save,
         cleanup_tmp_directories=True,
         create=True)
-    self.manager = ocp.CheckpointManager(checkpoint_dir(workdir),
-                                         options=options)
+    self.manager = ocp.CheckpointManager(
+        checkpoint_dir(workdir), options=options,
+        item_handlers=_item_handlers())
+
+  def __enter__(self) -> "Checkpointer":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
+  @property
+  def directory(self) -> epath.Path:
+    return self.manager.directory
 
   def latest_step(self) -> int | None:
+    """The newest complete checkpoint (unfinished saves are never listed)."""
     return self.manager.latest_step()
 
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
   def items(self, step: int) -> set[str]:
-    """Names of the items stored at `step`."""
-    return {p.name for p in (self.manager.directory / str(step)).iterdir()}
+    """Names of the items stored at `step` (from orbax's step metadata, so it
+    works on any file system epath reaches)."""
+    return set(self.manager.metadata(step).item_handlers or ())
 
   def save(self, step: int, state: dict[str, Any], meta: dict[str, Any],
            data_iterator=None) -> None:
-    """Starts saving `state` (a dict of pytrees) and `meta`; returns at once."""
+    """Starts saving `state` (a dict of pytrees) and `meta`.
+
+    Returns once the arrays are copied off the devices (they may then be
+    donated) and the iterator's state is taken; files are written in the
+    background.
+    """
     args = {k: ocp.args.StandardSave(v) for k, v in state.items()}
     args["meta"] = ocp.args.JsonSave(meta)
     if data_iterator is not None:
-      args["data"] = grain.PyGrainCheckpointSave(data_iterator)
+      args["data"] = grain.checkpoint.CheckpointSave(data_iterator)
     self.manager.save(step, args=ocp.args.Composite(**args), force=True)
 
   def restore(self, step: int, abstract_state: dict[str, Any],
               data_iterator=None) -> dict[str, Any]:
-    """Restores the items of `abstract_state` (and the iterator, in place)."""
+    """Restores the items of `abstract_state` (and the iterator, in place).
+
+    `abstract_state` maps item names to trees of arrays or ShapeDtypeStructs
+    (with shardings: arrays are read straight into that layout). Raises a
+    one-line error when an item is missing or its tree or shapes differ.
+    """
+    self._check(step, abstract_state, data_iterator is not None)
     args = {k: ocp.args.StandardRestore(v) for k, v in abstract_state.items()}
     if data_iterator is not None:
-      args["data"] = grain.PyGrainCheckpointRestore(data_iterator)
+      args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
     restored = self.manager.restore(step, args=ocp.args.Composite(**args))
     return {k: restored[k] for k in abstract_state}
+
+  def _check(self, step: int, abstract_state: dict[str, Any],
+             with_data: bool) -> None:
+    where = f"checkpoint {step} in {self.directory}"
+    stored = self.items(step)
+    wanted = set(abstract_state) | ({"data"} if with_data else set())
+    if wanted - stored:
+      raise ValueError(
+          f"{where} has no {', '.join(sorted(wanted - stored))} (it holds "
+          f"{', '.join(sorted(stored))}); a converted model holds weights "
+          "only and cannot be resumed: train in a new workdir")
+    metadata = self.manager.metadata(step).item_metadata
+    for name, tree in abstract_state.items():
+      check_compatible(metadata[name].tree, tree, f"{where}, item {name!r}")
 
   def restore_meta(self, step: int) -> dict[str, Any]:
     return self.manager.restore(
@@ -79,21 +190,32 @@ class Checkpointer:
     step = self.latest_step() if step is None else step
     if step is None:
       raise FileNotFoundError(
-          f"no checkpoint in {self.manager.directory}: train first, or convert "
+          f"no checkpoint in {self.directory}: train first, or convert "
           "one with tools/convert_guided_diffusion.py")
+    if step not in self.all_steps():
+      raise FileNotFoundError(
+          f"no checkpoint {step} in {self.directory} (it has steps "
+          f"{', '.join(map(str, self.all_steps())) or 'none'})")
     stored = self.items(step)
     name = "ema_params" if use_ema and "ema_params" in stored else "params"
     if name not in stored:
       raise FileNotFoundError(
-          f"checkpoint {step} in {self.manager.directory} holds no weights")
+          f"checkpoint {step} in {self.directory} holds no weights")
     return self.restore(step, {name: abstract_params})[name], step, name
 
   def reached_preemption(self, step: int) -> bool:
-    """True on every process once the cluster has been told to stop."""
+    """True on every process at the step the cluster agreed to stop at.
+
+    JAX's pre-emption sync point: needs `jax.distributed` and a call at every
+    step; always False in a single process.
+    """
     return self.manager.reached_preemption(step)
 
   def wait(self) -> None:
+    """Blocks until every started save is complete on disk."""
     self.manager.wait_until_finished()
 
   def close(self) -> None:
+    """Waits for pending saves, then releases the manager."""
+    self.manager.wait_until_finished()
     self.manager.close()

@@ -19,6 +19,7 @@ Typical use (RePaint's CelebA-HQ model, `confs/face_example.yml`):
 """
 
 import os
+import pprint
 from typing import Any, Mapping
 
 import jax
@@ -260,3 +261,63 @@ def load_torch_state_dict(path: str) -> dict[str, np.ndarray]:
                      f"parameter names to tensors)")
   return {name: tensor.detach().float().numpy() if tensor.is_floating_point()
           else tensor.numpy() for name, tensor in state.items()}
+
+
+# ------------------------------------------------------------ whole config
+# guided-diffusion's diffusion arguments we honour, with its defaults; RePaint
+# adds `schedule_jump_params` (t_T, jump_length, jump_n_sample).
+DIFFUSION_DEFAULTS = {
+    "diffusion_steps": 1000,
+    "noise_schedule": "linear",
+    "timestep_respacing": "",
+    "schedule_jump_params": None,
+}
+_SCHEDULES = {"linear": "scaled_linear", "cosine": "cosine"}
+
+
+def config_from_guided_diffusion(base: ml_collections.ConfigDict,
+                                 flags: Mapping[str, Any]
+                                 ) -> ml_collections.ConfigDict:
+  """A whole ffc_ddpm config for a guided-diffusion / RePaint model.
+
+  `flags` are guided-diffusion's command-line flags (or a RePaint yml):
+  model arguments plus `diffusion_steps`, `noise_schedule`,
+  `timestep_respacing` and RePaint's `schedule_jump_params`; other keys are
+  ignored. The model is unconditional, so inpainting uses RePaint sampling
+  (250 steps with 10 x 10 jumps unless the flags say otherwise).
+  """
+  model = model_config_from_guided_diffusion(
+      {k: v for k, v in flags.items() if k in CREATE_MODEL_DEFAULTS})
+  diff = {**DIFFUSION_DEFAULTS,
+          **{k: v for k, v in flags.items() if k in DIFFUSION_DEFAULTS}}
+  if diff["noise_schedule"] not in _SCHEDULES:
+    raise ValueError(f"noise_schedule={diff['noise_schedule']!r}: expected "
+                     f"one of {', '.join(_SCHEDULES)}")
+  jumps = diff["schedule_jump_params"] or {}
+  respacing = str(diff["timestep_respacing"] or "").removeprefix("ddim")
+  num_steps = int(diff["diffusion_steps"])
+  sampling_steps = int(jumps.get("t_T") or respacing or min(250, num_steps))
+
+  config = ml_collections.ConfigDict(base.to_dict())
+  config.data.image_size = model.image_size
+  config.model = model
+  config.diffusion.schedule = _SCHEDULES[diff["noise_schedule"]]
+  config.diffusion.num_steps = num_steps
+  config.diffusion.conditioning = "none"
+  config.diffusion.loss_region = "full"
+  config.eval.sampler = "repaint"
+  config.eval.num_steps = sampling_steps
+  config.eval.eta = 0.0
+  config.eval.jump_length = int(jumps.get("jump_length", 10))
+  config.eval.jump_n_sample = int(jumps.get("jump_n_sample", 10))
+  return config
+
+
+def config_file_text(config: ml_collections.ConfigDict, source: str) -> str:
+  """A config file (`get_config()`) that reproduces `config` exactly."""
+  body = pprint.pformat(config.to_dict(), indent=2, width=76, sort_dicts=False)
+  body = "\n".join("      " + line for line in body.splitlines())
+  return (f'"""ffc_ddpm config of a model converted from {source}.\n\n'
+          "Written by tools/convert_guided_diffusion.py; edit it freely.\n"
+          '"""\n\nimport ml_collections\n\n\ndef get_config():\n'
+          f"  return ml_collections.ConfigDict(\n{body})\n")

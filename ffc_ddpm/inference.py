@@ -1,10 +1,31 @@
-"""The trained network as samplers use it, and its weights from a checkpoint."""
+"""The trained network as samplers use it, and its weights from a checkpoint.
+
+`load(config, workdir)` is what evaluation, inpainting and sampling start
+from: the mesh, the weights laid out on it, and the sampler of `config.eval`.
+Samplers are cached by the settings that define them, so a second evaluation
+or inpainting in one process (a notebook, training followed by evaluation)
+reuses the compiled sampling loop instead of compiling it again.
+"""
+
+import collections
+import dataclasses
+import json
+from typing import Any
 
 from absl import logging
 import jax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh
+import numpy as np
 
 from ffc_ddpm import checkpoint, models, parallel
 from ffc_ddpm.diffusion import samplers
+
+# The config.eval fields a sampler is built from (see samplers.create_sampler).
+_SAMPLER_FIELDS = ("sampler", "num_steps", "eta", "jump_length",
+                   "jump_n_sample")
+_CACHE_SIZE = 4
+_sampler_cache: collections.OrderedDict = collections.OrderedDict()
 
 
 def inference_apply(model):
@@ -13,15 +34,30 @@ def inference_apply(model):
       {"params": params}, x, noise_level, cond)
 
 
-def create_sampler(config, model):
-  """`config.eval`'s sampler around `model`."""
-  return samplers.create_sampler(config, inference_apply(model))
+def _sampler_key(config, model) -> tuple:
+  settings = {"diffusion": config.diffusion.to_dict(),
+              "model": config.model.to_dict(),
+              "eval": {f: config.eval[f] for f in _SAMPLER_FIELDS}}
+  return model, json.dumps(settings, sort_keys=True, default=str)
 
 
-def load_weights(config, workdir: str, mesh, step: int | None = None):
-  """(module, params, step) from WORKDIR's checkpoint, laid out on `mesh`.
+def create_sampler(config, model) -> samplers.Sampler:
+  """`config.eval`'s sampler around `model`, cached by its settings."""
+  key = _sampler_key(config, model)
+  if key not in _sampler_cache:
+    _sampler_cache[key] = samplers.create_sampler(config,
+                                                  inference_apply(model))
+    while len(_sampler_cache) > _CACHE_SIZE:
+      _sampler_cache.popitem(last=False)
+  _sampler_cache.move_to_end(key)
+  return _sampler_cache[key]
 
-  The EMA weights when `config.eval.use_ema` and the checkpoint has them.
+
+def load_weights(config, workdir: str, mesh: Mesh, step: int | None = None):
+  """(module, params, step, item name) from WORKDIR's checkpoint, on `mesh`.
+
+  The EMA weights when `config.eval.use_ema` and the checkpoint has them
+  (a converted guided-diffusion / RePaint checkpoint has `params` only).
   """
   model = models.create_model(config.model)
   abstract = jax.eval_shape(
@@ -37,4 +73,77 @@ def load_weights(config, workdir: str, mesh, step: int | None = None):
   finally:
     ckpt.close()
   logging.info("Loaded %s of step %d from %s", name, step, workdir)
-  return model, params, step
+  return model, params, step, name
+
+
+@dataclasses.dataclass(frozen=True)
+class Inference:
+  """A checkpoint ready to sample: weights on a mesh and a sampler."""
+  mesh: Mesh
+  params: Any
+  step: int
+  weights: str  # the checkpoint item: "ema_params" or "params"
+  sampler: samplers.Sampler
+
+
+def load(config, workdir: str, step: int | None = None,
+         mesh: Mesh | None = None) -> Inference:
+  """The checkpoint of `workdir` (the latest, or `step`) and its sampler,
+  on `mesh` (default: every device, config.train.model_axis_size)."""
+  if mesh is None:
+    mesh = parallel.create_mesh(config.train.model_axis_size)
+  model, params, step, weights = load_weights(config, workdir, mesh, step)
+  return Inference(mesh, params, int(step), weights,
+                   create_sampler(config, model))
+
+
+def padded_batch_size(batch_size: int, count: int) -> int:
+  """The batch that `count` examples are sampled in: `batch_size`, or for
+  fewer examples the next power of two (few shapes to compile, little
+  padding), rounded up to a multiple of the devices."""
+  devices = jax.device_count()
+  size = min(batch_size, 1 << max(count - 1, 0).bit_length())
+  return max(devices, -(-size // devices) * devices)
+
+
+def sample_padded(inference: Inference, x_known: np.ndarray,
+                  mask: np.ndarray, indices: np.ndarray, key: jax.Array,
+                  batch_size: int, progress=None,
+                  step_progress=None) -> np.ndarray:
+  """Samples host arrays of any length in equal, sharded batches.
+
+  Batches have `padded_batch_size(batch_size, len(indices))` examples, the
+  last padded by repeating its final example. Example i's noise comes from
+  `key` folded with indices[i], whatever the batch. `progress(done_images,
+  total_images)` follows the batches, `step_progress(done_steps,
+  total_steps)` the sampler within each. Returns float32 images in [-1, 1]
+  on every host.
+  """
+  size = padded_batch_size(batch_size, len(indices))
+  outputs = []
+  for start in range(0, len(indices), size):
+    chunk = slice(start, start + size)
+    n = len(indices[chunk])
+    pad = lambda a, n=n: np.concatenate([a, np.repeat(a[-1:], size - n, 0)])
+    local = {"x": pad(x_known[chunk]), "mask": pad(mask[chunk]),
+             "index": pad(np.asarray(indices[chunk]))}
+    local = {k: v[_process_rows(size)] for k, v in local.items()}
+    batch = parallel.global_batch(local, inference.mesh)
+    keys = samplers.example_keys(key, batch["index"])
+    out = inference.sampler(inference.params, batch["x"], batch["mask"], keys,
+                            progress=step_progress)
+    outputs.append(fetch(out)[:n])
+    if progress is not None:
+      progress(start + n, len(indices))
+  return np.concatenate(outputs)
+
+
+def _process_rows(global_size: int) -> slice:
+  """This process's rows of a global batch (processes hold equal slices)."""
+  local = parallel.local_batch_size(global_size)
+  return slice(jax.process_index() * local, (jax.process_index() + 1) * local)
+
+
+def fetch(tree):
+  """Global arrays (sharded over all hosts) as NumPy arrays on every host."""
+  return multihost_utils.process_allgather(tree, tiled=True)

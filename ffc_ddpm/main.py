@@ -44,6 +44,11 @@ _NUM_PROCESSES = flags.DEFINE_integer(
     "num_processes", None, "--distributed: how many processes (default: detected).")
 _PROCESS_ID = flags.DEFINE_integer(
     "process_id", None, "--distributed: this process's id (default: detected).")
+_CACHE = flags.DEFINE_string(
+    "compilation_cache", os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")),
+        "ffc_ddpm", "jax"),
+    "Persistent XLA compilation cache, so restarts skip compiling ('' = off).")
 _STEP = flags.DEFINE_integer(
     "step", None, "eval/inpaint/sample: checkpoint step (default: the latest).")
 
@@ -117,6 +122,9 @@ def main(argv) -> None:
   try:
     check(config)
     import jax  # pylint: disable=g-import-not-at-top
+    if _CACHE.value:
+      jax.config.update("jax_compilation_cache_dir", _CACHE.value)
+      jax.config.update("jax_persistent_cache_min_compile_time_secs", 2.0)
     if _DISTRIBUTED.value:
       jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value,
                                  _PROCESS_ID.value)

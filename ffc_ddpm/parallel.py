@@ -14,11 +14,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
 MODEL_AXIS = "model"
+# Arrays smaller than this (in elements) stay replicated on the `model` axis:
+# gathering them would cost more than storing them. 2**18 float32 = 1 MiB.
+MIN_SHARDED_SIZE = 2**18
 
 
-def create_mesh(model_axis_size: int = 1) -> Mesh:
-  """A (data, model) mesh over every device of every process."""
-  devices = jax.devices()
+def create_mesh(model_axis_size: int = 1, devices=None) -> Mesh:
+  """A (data, model) mesh over `devices` (default: every device of every
+  process); `model` groups neighbouring devices, the fastest links."""
+  devices = jax.devices() if devices is None else list(devices)
   if model_axis_size < 1 or len(devices) % model_axis_size:
     raise ValueError(
         f"config.train.model_axis_size={model_axis_size} must be >= 1 and "
@@ -36,14 +40,18 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def param_sharding(mesh: Mesh, params: Any, min_size: int = 2**18) -> Any:
-  """Shardings for a parameter tree.
+def param_sharding(mesh: Mesh, params: Any, min_size: int | None = None
+                   ) -> Any:
+  """Shardings for a parameter tree (or any tree of its shapes).
 
   Replicated when the `model` axis has size 1. Otherwise every array with at
-  least `min_size` elements is split over `model` along its largest dimension
-  that the axis divides; small arrays stay replicated.
+  least `min_size` (default MIN_SHARDED_SIZE) elements is split over `model`
+  along its largest dimension that the axis divides; small arrays stay
+  replicated. The rule depends on shapes only, so optimizer moments and EMA
+  weights are laid out like the weights they follow.
   """
   num_shards = mesh.shape[MODEL_AXIS]
+  min_size = MIN_SHARDED_SIZE if min_size is None else min_size
 
   def spec(x):
     if num_shards == 1 or np.prod(x.shape) < min_size:

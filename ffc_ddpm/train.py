@@ -1,29 +1,35 @@
-"""Training: the train state, one sharded train step, and the loop.
+"""Training: optimizer, train state, one sharded train step, and the loop.
 
-Read top to bottom: optimizer -> state -> step -> loop. The step is one
-`jax.jit` over a (data, model) mesh: batches split over every device of every
-host, parameters replicated (or sharded over `model`), the state donated.
-Randomness comes from `fold_in(key(config.seed), step)`, so a resumed run
-draws exactly the noise an uninterrupted run would have drawn.
+Read top to bottom: optimizer -> state -> step -> periodic work -> writers
+-> monitoring -> loop. The step is one `jax.jit` over a (data, model) mesh:
+batches split over every device of every host, parameters replicated (or
+sharded over `model`), the state donated. Randomness comes from
+`fold_in(state.rng, state.step)`, the base key being part of the state and of
+every checkpoint, so a resumed run draws exactly the noise an uninterrupted
+run would have drawn.
+
+Step numbers count updates: "step k" is the k-th update, and the checkpoint
+and the metrics of step k describe the state after it.
 """
 
-import functools
 import json
 import os
 import signal
-import time
+import threading
 from typing import Any, Callable
 
 from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 import flax
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
 
-from ffc_ddpm import checkpoint, images, inference, metrics, models, parallel
+from ffc_ddpm import checkpoint, configuration, images, inference, metrics
+from ffc_ddpm import models, parallel
 from ffc_ddpm.data import pipeline
 from ffc_ddpm.diffusion import losses, process, samplers
 
@@ -33,7 +39,8 @@ INIT, TRAIN, MONITOR = 0, 1, 2
 
 # ------------------------------------------------------------- optimizer
 def create_learning_rate_fn(train_config) -> optax.Schedule:
-  """Linear warm-up to the peak, then cosine decay (the paper) or constant."""
+  """Linear warm-up from 0 to the peak, then the paper's cosine decay (to
+  peak * min_lr_ratio at num_steps) or a constant."""
   peak, warmup = train_config.learning_rate, train_config.warmup_steps
   if train_config.lr_schedule == "constant":
     decay = optax.constant_schedule(peak)
@@ -46,7 +53,7 @@ def create_learning_rate_fn(train_config) -> optax.Schedule:
 
 
 def create_optimizer(train_config) -> optax.GradientTransformation:
-  """Adam/AdamW with global-norm gradient clipping."""
+  """Adam/AdamW on the schedule, after clipping by global norm (0 = none)."""
   lr = create_learning_rate_fn(train_config)
   if train_config.optimizer == "adamw":
     opt = optax.adamw(lr, b1=train_config.b1, b2=train_config.b2,
@@ -62,53 +69,110 @@ def create_optimizer(train_config) -> optax.GradientTransformation:
 # ----------------------------------------------------------------- state
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array
+  step: jax.Array  # int32 scalar: updates done
   params: Any
   ema_params: Any
   opt_state: Any
+  rng: jax.Array  # typed key; the step's key is fold_in(rng, step)
 
 
-def create_train_state(config, model, tx, mesh) -> TrainState:
-  """Initialises the state directly into its shardings (no host copy)."""
-  key = jax.random.fold_in(jax.random.key(config.seed), INIT)
+def check_trainable(config) -> None:
+  """Train-only config checks, before any compute."""
+  if config.model.learn_sigma:
+    raise configuration.ConfigError(
+        "config.model.learn_sigma=True: expected False for training (learned "
+        "variances are supported for imported guided-diffusion models only)")
 
+
+def _init_fn(config, model, tx) -> Callable[[], TrainState]:
   def init():
-    params = models.init_params(model, config.model, key)
+    seed_key = jax.random.key(config.seed)
+    params = models.init_params(model, config.model,
+                                jax.random.fold_in(seed_key, INIT))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      ema_params=params, opt_state=tx.init(params))
-
-  shardings = state_shardings(jax.eval_shape(init), mesh)
-  return jax.jit(init, out_shardings=shardings)()
+                      ema_params=params, opt_state=tx.init(params),
+                      rng=jax.random.fold_in(seed_key, TRAIN))
+  return init
 
 
 def state_shardings(abstract_state: TrainState, mesh) -> TrainState:
-  """Large parameters (and their optimizer moments) follow `param_sharding`."""
+  """Weights, EMA and optimizer moments follow `parallel.param_sharding`."""
   shard = lambda tree: parallel.param_sharding(mesh, tree)
   return TrainState(step=parallel.replicated(mesh),
                     params=shard(abstract_state.params),
                     ema_params=shard(abstract_state.ema_params),
-                    opt_state=shard(abstract_state.opt_state))
+                    opt_state=shard(abstract_state.opt_state),
+                    rng=parallel.replicated(mesh))
 
 
-def ema_decay(step: jax.Array, decay: float) -> jax.Array:
-  """min(decay, (1 + n) / (10 + n)): a short run still gets a useful EMA."""
-  n = step.astype(jnp.float32)
-  return jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+def abstract_train_state(config, model, tx, mesh) -> TrainState:
+  """Shapes, dtypes and shardings of the state, without allocating it."""
+  shapes = jax.eval_shape(_init_fn(config, model, tx))
+  return jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+      shapes, state_shardings(shapes, mesh))
+
+
+def create_train_state(config, model, tx, mesh) -> TrainState:
+  """A fresh state, initialised directly into its shardings."""
+  shardings = jax.tree.map(lambda a: a.sharding,
+                           abstract_train_state(config, model, tx, mesh))
+  return jax.jit(_init_fn(config, model, tx), out_shardings=shardings)()
+
+
+def checkpoint_items(state: TrainState) -> dict[str, Any]:
+  """The state as `checkpoint.STATE_ITEMS`."""
+  return {"params": state.params, "ema_params": state.ema_params,
+          "opt_state": state.opt_state,
+          "progress": {"step": state.step, "rng": state.rng}}
+
+
+def restore_or_create(config, model, tx, mesh, ckpt: checkpoint.Checkpointer,
+                      data_iterator) -> TrainState:
+  """The latest checkpoint's state (and data position), or a fresh state.
+
+  A checkpoint is read straight into the state's shardings; nothing is
+  initialised first.
+  """
+  step = ckpt.latest_step()
+  if step is None:
+    return create_train_state(config, model, tx, mesh)
+  abstract = abstract_train_state(config, model, tx, mesh)
+  items = ckpt.restore(step, checkpoint_items(abstract), data_iterator)
+  logging.info("Resumed from step %d in %s", step, ckpt.directory)
+  progress = items.pop("progress")
+  return TrainState(**items, **progress)
 
 
 # ------------------------------------------------------------------ step
+def ema_decay(step: jax.Array, decay: float) -> jax.Array:
+  """min(decay, (1 + n) / (10 + n)) at update n (0-based).
+
+  The warm-up (as TensorFlow's ExponentialMovingAverage with num_updates)
+  lets a short run's EMA forget the random init; long runs reach `decay`.
+  """
+  n = jnp.asarray(step, jnp.float32)
+  return jnp.minimum(decay, (1.0 + n) / (10.0 + n))
+
+
+def ema_update(ema_params: Any, params: Any, rate: jax.Array) -> Any:
+  """ema <- rate * ema + (1 - rate) * params, leaf by leaf."""
+  return jax.tree.map(lambda e, p: rate * e + (1.0 - rate) * p, ema_params,
+                      params)
+
+
 def make_train_step(config, model, diffusion, tx) -> Callable:
   """Returns `step(state, batch) -> (state, metrics)`, not yet jitted.
 
-  A step with a non-finite loss or gradient leaves the state unchanged and
-  reports `finite = False`; the loop stops there with the step named.
+  One update on the masked eps-MSE (losses.inpainting_loss), then the EMA.
+  Metrics are scalars left on device: loss, grad_norm (before clipping) and
+  learning_rate; the loop checks them for NaN/Inf when it fetches them.
   """
-  base_key = jax.random.fold_in(jax.random.key(config.seed), TRAIN)
   lr_fn = create_learning_rate_fn(config.train)
 
   def step(state: TrainState, batch):
-    key = jax.random.fold_in(base_key, state.step)
-    noise_key, dropout_key = jax.random.split(key)
+    noise_key, dropout_key = jax.random.split(
+        jax.random.fold_in(state.rng, state.step))
 
     def apply_fn(params, x, noise_level, cond):
       return model.apply({"params": params}, x, noise_level, cond, train=True,
@@ -122,201 +186,273 @@ def make_train_step(config, model, diffusion, tx) -> Callable:
           kind=config.diffusion.loss, region=config.diffusion.loss_region)
 
     (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grad_norm = optax.global_norm(grads)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    rate = ema_decay(state.step, config.train.ema_decay)
-    ema = jax.tree.map(lambda e, p: rate * e + (1.0 - rate) * p,
-                       state.ema_params, params)
-    new = TrainState(step=state.step + 1, params=params, ema_params=ema,
-                     opt_state=opt_state)
-    keep_old = lambda n, o: jnp.where(finite, n, o)
-    new = new.replace(params=jax.tree.map(keep_old, new.params, state.params),
-                      ema_params=jax.tree.map(keep_old, new.ema_params,
-                                              state.ema_params),
-                      opt_state=jax.tree.map(keep_old, new.opt_state,
-                                             state.opt_state))
-    return new, {"loss": loss, "grad_norm": grad_norm,
-                 "learning_rate": lr_fn(state.step), "finite": finite}
+    ema = ema_update(state.ema_params, params,
+                     ema_decay(state.step, config.train.ema_decay))
+    new_state = state.replace(step=state.step + 1, params=params,
+                              ema_params=ema, opt_state=opt_state)
+    return new_state, {"loss": loss, "grad_norm": optax.tree.norm(grads),
+                       "learning_rate": lr_fn(state.step)}
 
   return step
 
 
 def jit_train_step(step_fn, state_sharding, mesh):
-  batch_sharding = parallel.data_sharding(mesh)
+  """The step under jit: batch split over the mesh, state donated."""
   return jax.jit(step_fn,
-                 in_shardings=(state_sharding, batch_sharding),
+                 in_shardings=(state_sharding, parallel.data_sharding(mesh)),
                  out_shardings=(state_sharding, parallel.replicated(mesh)),
                  donate_argnums=0)
 
 
-# -------------------------------------------------------------- helpers
+# --------------------------------------------------------- periodic work
 def is_time(step: int, every: int, last_step: int) -> bool:
   """Periodic work: every `every` steps (0 = never) and at the last step."""
   return bool(every) and (step % every == 0 or step == last_step)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(ValueError):
   """Training produced NaN or Inf."""
 
 
-class Preemption:
-  """Records SIGTERM so the loop can save once more and exit."""
+class MetricBuffer:
+  """Per-step metrics kept on device until a log or checkpoint step.
+
+  Fetching only then keeps the host from waiting on every step.
+  """
 
   def __init__(self):
-    self.requested = False
-    signal.signal(signal.SIGTERM, self._handle)
+    self._steps: list[tuple[int, Any]] = []
 
-  def _handle(self, signum, frame):
+  def append(self, step: int, step_metrics: dict) -> None:
+    self._steps.append((step, step_metrics))
+
+  def fetch(self) -> list[tuple[int, dict]]:
+    """Host copies (one transfer for all steps), checked for NaN and Inf."""
+    host = jax.device_get([m for _, m in self._steps])
+    self._steps = [(s, m) for (s, _), m in zip(self._steps, host)]
+    for step, m in self._steps:
+      if not (np.isfinite(m["loss"]) and np.isfinite(m["grad_norm"])):
+        raise NonFiniteLossError(
+            f"non-finite loss or gradient at step {step} (loss="
+            f"{float(m['loss'])}, grad_norm={float(m['grad_norm'])}); "
+            "training stopped and nothing from this step on was saved")
+    return self._steps
+
+  def summary(self) -> dict[str, float]:
+    """Means over the buffered steps; empties the buffer."""
+    fetched, self._steps = self.fetch(), []
+    return {k: float(np.mean([m[k] for _, m in fetched]))
+            for k in fetched[0][1]}
+
+
+class Preempted(SystemExit):
+  """Raised after the pre-emption checkpoint: the program exits with 0."""
+
+
+class Preemption:
+  """Whether to save and stop: SIGTERM (the usual pre-emption notice).
+
+  One process: a SIGTERM handler sets a flag (installed in the main thread,
+  the previous handler restored on exit). Several processes: JAX's
+  distributed runtime catches SIGTERM on any of them and all agree on the
+  step to stop at (`Checkpointer.reached_preemption`).
+  """
+
+  def __init__(self, ckpt: checkpoint.Checkpointer):
+    self._ckpt, self._requested, self._previous = ckpt, False, None
+
+  def __enter__(self) -> "Preemption":
+    if (jax.process_count() == 1 and
+        threading.current_thread() is threading.main_thread()):
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def _handle(self, signum, frame) -> None:
     del signum, frame
     logging.warning("SIGTERM received: saving a checkpoint, then exiting.")
-    self.requested = True
+    self._requested = True
+
+  def reached(self, step: int) -> bool:
+    """Call once per step (the multi-process protocol needs every step)."""
+    if jax.process_count() > 1:
+      return self._ckpt.reached_preemption(step)
+    return self._requested
 
 
-def append_jsonl(path: str, record: dict) -> None:
-  with open(path, "a") as f:
-    f.write(json.dumps(record) + "\n")
+# --------------------------------------------------------------- writers
+class JsonlWriter(metric_writers.MetricWriter):
+  """Appends each scalar record to a JSON-lines file as {"step": ..., ...}.
+
+  Written synchronously, one line per call, so a killed run loses nothing
+  logged. Other kinds of summaries are left to the other writers.
+  """
+
+  def __init__(self, path: str):
+    self.path = path
+
+  def write_scalars(self, step: int, scalars) -> None:
+    record = {"step": int(step), **{k: float(v) for k, v in scalars.items()}}
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+
+  def _ignore(self, *args, **kwargs):
+    """Images, histograms, ... go to TensorBoard only."""
+
+  write_summaries = write_images = write_videos = write_audios = _ignore
+  write_texts = write_histograms = write_hparams = flush = close = _ignore
 
 
-def summarise(pending: list[tuple[int, dict]]) -> dict:
-  """Host-side means of the metrics of several steps; checks finiteness."""
-  fetched = jax.device_get([m for _, m in pending])
-  for (step, _), m in zip(pending, fetched):
-    if not m["finite"]:
-      raise NonFiniteLossError(
-          f"non-finite loss or gradient at step {step + 1} (loss="
-          f"{float(m['loss'])}, grad_norm={float(m['grad_norm'])}); the state "
-          "before it was kept and nothing after it was saved")
-  keys = [k for k in fetched[0] if k != "finite"]
-  return {k: float(np.mean([m[k] for m in fetched])) for k in keys}
+def truncate_jsonl(path: str, last_step: int) -> None:
+  """Drops records after `last_step` (and a torn last line): on resume the
+  file keeps one trajectory, whatever was logged after the checkpoint."""
+  if not os.path.exists(path):
+    return
+  kept = []
+  with open(path) as f:
+    for line in f:
+      if line.endswith("\n") and json.loads(line)["step"] <= last_step:
+        kept.append(line)
+  with open(path + ".tmp", "w") as f:
+    f.writelines(kept)
+  os.replace(path + ".tmp", path)
+
+
+def create_writer(workdir: str, start_step: int) -> metric_writers.MetricWriter:
+  """Console + TensorBoard + WORKDIR/metrics.jsonl on process 0; the other
+  processes only log to their own console."""
+  if jax.process_index() > 0:
+    return metric_writers.create_default_writer(just_logging=True)
+  path = os.path.join(workdir, "metrics.jsonl")
+  truncate_jsonl(path, start_step)
+  return metric_writers.MultiWriter(
+      [metric_writers.create_default_writer(workdir), JsonlWriter(path)])
 
 
 # ------------------------------------------------------------ monitoring
-def monitor_batch(config, mesh) -> dict:
-  """A fixed validation batch (centre masks) for grids and quick evaluation."""
-  size = min(config.train.quick_eval_images, config.data.num_val or 1)
-  size = max(size, jax.device_count())
-  size -= size % jax.device_count()
-  batch = next(pipeline.eval_batches(config, "validation", "center", size,
-                                     size))
-  return parallel.global_batch(
-      {k: batch[k] for k in ("image", "mask", "index")}, mesh)
+class Monitor:
+  """Inpaints a fixed validation batch (centre masks) with the EMA weights.
+
+  `train.image_every` writes image grids (TensorBoard and
+  WORKDIR/images/step_N.png), `train.quick_eval_every` writes mean PSNR and
+  SSIM of the valid examples; when both are due the batch is sampled once.
+  """
+
+  def __init__(self, config, model, mesh, workdir: str, writer):
+    n = min(config.train.quick_eval_images, config.data.num_val)
+    size = -(-n // jax.device_count()) * jax.device_count()
+    local = next(pipeline.eval_batches(config, "validation", "center", n,
+                                       size))
+    self.batch = parallel.global_batch(local, mesh)
+    self.keys = samplers.example_keys(
+        jax.random.fold_in(jax.random.key(config.seed), MONITOR),
+        self.batch["index"])
+    self.sampler = inference.create_sampler(config, model)
+    self.workdir, self.writer = workdir, writer
+
+  def __call__(self, ema_params, step: int, grids: bool, scores: bool):
+    b = self.batch
+    out = self.sampler(ema_params, b["image"], b["mask"], self.keys)
+    if scores:
+      per_image = (metrics.psnr(out, b["image"]), metrics.ssim(out, b["image"]),
+                   b["valid"])
+      psnr, ssim, valid = multihost_utils.process_allgather(per_image,
+                                                            tiled=True)
+      self.writer.write_scalars(step, {
+          "val_psnr": float(np.mean(np.minimum(psnr, metrics.PSNR_CAP)[valid])),
+          "val_ssim": float(np.mean(ssim[valid]))})
+    if grids:
+      image, mask, out, valid = multihost_utils.process_allgather(
+          (b["image"], b["mask"], out, b["valid"]), tiled=True)
+      grid = images.inpainting_grid(image[valid], mask[valid], out[valid])
+      self.writer.write_images(step, {"inpainting": grid[None]})
+      if jax.process_index() == 0:
+        images.save_png(os.path.join(self.workdir, "images",
+                                     f"step_{step:08d}.png"), grid)
 
 
-def monitor(config, model, sampler, state, batch, writer, workdir, step):
-  """Inpaints the fixed batch with the EMA weights; logs PSNR/SSIM and grids."""
-  keys = samplers.example_keys(
-      jax.random.fold_in(jax.random.key(config.seed), MONITOR), batch["index"])
-  out = sampler(state.ema_params, batch["image"], batch["mask"], keys)
-  scores = {"val_psnr": float(jnp.mean(metrics.psnr(out, batch["image"]))),
-            "val_ssim": float(jnp.mean(metrics.ssim(out, batch["image"])))}
-  writer.write_scalars(step, scores)
-  if jax.process_index() == 0:
-    grid = images.inpainting_grid(*jax.device_get(
-        (batch["image"], batch["mask"], out)))
-    writer.write_images(step, {"inpainting": grid[None]})
-    images.save_png(os.path.join(workdir, "images", f"step_{step:08d}.png"),
-                    grid)
-  return scores
+def create_monitor(config, model, mesh, workdir, writer) -> Monitor | None:
+  """The monitor, or None when it is switched off or has no data."""
+  tc = config.train
+  if not (tc.image_every or tc.quick_eval_every):
+    return None
+  if not config.data.num_val:
+    logging.warning("data.num_val=0: no validation images, so image grids "
+                    "and quick evaluation are off")
+    return None
+  return Monitor(config, model, mesh, workdir, writer)
 
 
 # ------------------------------------------------------------------ loop
 def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains, resuming from the latest checkpoint in `workdir` if any."""
+  """Trains to config.train.num_steps, resuming from WORKDIR's latest
+  checkpoint if any; returns the final state.
+
+  Raises NonFiniteLossError (naming the step) on NaN/Inf, keeping the last
+  good checkpoint, and Preempted (exit status 0) after the checkpoint that
+  a SIGTERM asked for.
+  """
+  check_trainable(config)
   tc = config.train
   mesh = parallel.create_mesh(tc.model_axis_size)
   model = models.create_model(config.model)
-  diffusion = process.from_config(config.diffusion)
   tx = create_optimizer(tc)
-  lead = jax.process_index() == 0
+  data_iterator = pipeline.create_train_iterator(config, mesh)
+  with checkpoint.Checkpointer(workdir, keep=tc.keep_checkpoints,
+                               keep_every=tc.keep_every) as ckpt:
+    state = restore_or_create(config, model, tx, mesh, ckpt, data_iterator)
+    if jax.process_index() == 0:
+      parameter_overview.log_parameter_overview(
+          jax.eval_shape(lambda: state.params), include_stats=False)
+    writer = create_writer(workdir, int(state.step))
+    with metric_writers.ensure_flushes(writer), Preemption(ckpt) as stop:
+      return _loop(config, workdir, mesh, model, tx, state, data_iterator,
+                   ckpt, writer, stop)
 
-  # -- input
-  data_iter = pipeline.create_train_iterator(config, mesh)
 
-  # -- state, resumed when a checkpoint exists
-  state = create_train_state(config, model, tx, mesh)
-  ckpt = checkpoint.Checkpointer(workdir, keep=tc.keep_checkpoints,
-                                 keep_every=tc.keep_every)
-  start = ckpt.latest_step()
-  if start is not None:
-    restored = ckpt.restore(start, _as_items(state), data_iter)
-    state = TrainState(step=jnp.asarray(start, jnp.int32), **restored)
-    logging.info("Resumed from step %d in %s", start, workdir)
-  else:
-    start = 0
-    parameter_overview.log_parameter_overview(state.params)
-  num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  logging.info("Network: %s parameters", f"{num_params:,}")
-
-  # -- step, writers, periodic work
-  sharding = jax.tree.map(lambda x: x.sharding, state)
-  train_step = jit_train_step(make_train_step(config, model, diffusion, tx),
-                              sharding, mesh)
-  writer = metric_writers.create_default_writer(workdir, just_logging=not lead)
+def _loop(config, workdir, mesh, model, tx, state, data_iterator, ckpt,
+          writer, stop: Preemption) -> TrainState:
+  """Steps, logs, monitors and checkpoints until done, pre-empted or NaN."""
+  tc = config.train
+  train_step = jit_train_step(
+      make_train_step(config, model, process.from_config(config.diffusion),
+                      tx),
+      jax.tree.map(lambda x: x.sharding, state), mesh)
+  monitor = create_monitor(config, model, mesh, workdir, writer)
+  # steps/s and ETA between log steps, where the host waits for the device
+  # anyway; the clock starts when the first step (with compiling) is done.
   progress = periodic_actions.ReportProgress(
-      num_train_steps=tc.num_steps, writer=writer, every_steps=tc.log_every)
-  sampler = inference.create_sampler(config, model)
-  watch = monitor_batch(config, mesh) if (
-      tc.image_every or tc.quick_eval_every) else None
-  preemption = Preemption()
-  jsonl = os.path.join(workdir, "metrics.jsonl")
-
-  def save(step):
-    ckpt.save(step, _as_items(state), {"step": step}, data_iter)
-
-  pending, last_log = [], (start, time.time())
-  step = start
-  with metric_writers.ensure_flushes(writer):
-    while step < tc.num_steps:
-      batch = parallel.global_batch(next(data_iter), mesh)
-      state, step_metrics = train_step(state, batch)
-      pending.append((step, step_metrics))
-      step += 1
-      progress(step)
-      stop = preemption.requested or ckpt.reached_preemption(step)
-      if is_time(step, tc.log_every, tc.num_steps) or stop:
-        summary = summarise(pending)
-        pending = []
-        now = time.time()
-        summary["steps_per_sec"] = (step - last_log[0]) / (now - last_log[1])
-        last_log = (step, now)
-        writer.write_scalars(step, summary)
-        if lead:
-          append_jsonl(jsonl, {"step": step, **summary})
-          _log_progress(step, tc.num_steps, summary)
-      if is_time(step, tc.checkpoint_every, tc.num_steps) or stop:
-        if pending:
-          summarise(pending)  # never checkpoint a state that went bad
-        save(step)
-      if stop:
-        break
-      if is_time(step, tc.image_every, tc.num_steps) or is_time(
-          step, tc.quick_eval_every, tc.num_steps):
-        scores = monitor(config, model, sampler, state, watch, writer,
-                         workdir, step)
-        if lead:
-          append_jsonl(jsonl, {"step": step, **scores})
-  ckpt.wait()
-  ckpt.close()
+      num_train_steps=tc.num_steps, writer=writer, every_steps=tc.log_every,
+      every_secs=None)
+  buffer = MetricBuffer()
+  first = step = int(state.step)
+  while step < tc.num_steps:
+    batch = parallel.global_batch(next(data_iterator), mesh)
+    state, step_metrics = train_step(state, batch)
+    step += 1
+    buffer.append(step, step_metrics)
+    preempted = stop.reached(step)
+    if is_time(step, tc.log_every, tc.num_steps) or preempted:
+      writer.write_scalars(step, buffer.summary())
+    if step == first + 1:
+      jax.block_until_ready(step_metrics)
+    progress(step)
+    if is_time(step, tc.checkpoint_every, tc.num_steps) or preempted:
+      buffer.fetch()  # never save a state that went bad
+      ckpt.save(step, checkpoint_items(state), {"step": step}, data_iterator)
+    if preempted:
+      ckpt.wait()
+      logging.warning("Pre-empted: saved step %d in %s; exiting.", step,
+                      ckpt.directory)
+      raise Preempted(0)
+    grids = is_time(step, tc.image_every, tc.num_steps)
+    scores = is_time(step, tc.quick_eval_every, tc.num_steps)
+    if monitor and (grids or scores):
+      with progress.timed("monitor"):
+        monitor(state.ema_params, step, grids, scores)
   return state
-
-
-def _as_items(state: TrainState) -> dict:
-  return {"params": state.params, "ema_params": state.ema_params,
-          "opt_state": state.opt_state}
-
-
-def _log_progress(step: int, total: int, summary: dict) -> None:
-  rate = summary["steps_per_sec"]
-  eta = (total - step) / rate if rate > 0 else float("inf")
-  logging.info("step %d/%d  loss %.5f  %.2f steps/s  ETA %s", step, total,
-               summary["loss"], rate, _format_seconds(eta))
-
-
-def _format_seconds(seconds: float) -> str:
-  if not np.isfinite(seconds):
-    return "?"
-  minutes, secs = divmod(int(seconds), 60)
-  hours, minutes = divmod(minutes, 60)
-  return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"

@@ -1,0 +1,132 @@
+"""The Checkpointer on small trees: round trip, retention, refusals.
+
+Whole runs that are killed and resumed are in test_train.py.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ffc_ddpm import checkpoint
+
+
+def _state(scale: float = 1.0) -> dict:
+  return {"params": {"conv": {"kernel": jnp.full((3, 3, 2, 4), scale),
+                              "bias": jnp.arange(4.0) * scale}},
+          "progress": {"step": jnp.int32(7),
+                       "rng": jax.random.key(int(scale))}}
+
+
+def _abstract(tree):
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(
+      x.shape, x.dtype, sharding=jax.sharding.SingleDeviceSharding(
+          jax.devices()[0])), tree)
+
+
+@pytest.fixture
+def saved(tmp_path):
+  """A workdir with checkpoints 1 and 2 of `_state(step)`."""
+  with checkpoint.Checkpointer(str(tmp_path)) as ckpt:
+    for step in (1, 2):
+      ckpt.save(step, _state(step), {"step": step})
+  return tmp_path
+
+
+def test_round_trip_restores_values_layout_and_meta(saved):
+  with checkpoint.Checkpointer(str(saved)) as ckpt:
+    assert ckpt.latest_step() == 2 and ckpt.all_steps() == [1, 2]
+    assert ckpt.items(2) == {"params", "progress", "meta"}
+    restored = ckpt.restore(2, _abstract(_state()))
+    assert ckpt.restore_meta(2) == {"step": 2}
+  expected = _state(2.0)
+  np.testing.assert_array_equal(restored["params"]["conv"]["kernel"],
+                                np.full((3, 3, 2, 4), 2.0))
+  np.testing.assert_array_equal(restored["params"]["conv"]["bias"],
+                                [0.0, 2.0, 4.0, 6.0])
+  np.testing.assert_array_equal(
+      jax.random.key_data(restored["progress"]["rng"]),
+      jax.random.key_data(expected["progress"]["rng"]))
+  assert restored["params"]["conv"]["bias"].sharding == (
+      jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+
+
+def test_keeps_the_last_k_and_every_mth(tmp_path):
+  with checkpoint.Checkpointer(str(tmp_path), keep=2, keep_every=4) as ckpt:
+    for step in range(1, 11):
+      ckpt.save(step, {"params": {"w": jnp.full((2,), float(step))}},
+                {"step": step})
+    ckpt.wait()
+    assert ckpt.all_steps() == [4, 8, 9, 10]
+
+
+def test_an_unfinished_save_is_ignored_and_replaced(saved):
+  """As a run killed while saving step 3 leaves it."""
+  leftover = saved / "checkpoints" / "3.orbax-checkpoint-tmp"
+  (leftover / "params").mkdir(parents=True)
+  with checkpoint.Checkpointer(str(saved)) as ckpt:
+    assert ckpt.latest_step() == 2
+    ckpt.save(3, _state(3.0), {"step": 3})
+  assert sorted(p.name for p in (saved / "checkpoints").iterdir()) == [
+      "1", "2", "3"]
+
+
+def test_other_shapes_are_refused_in_one_line(saved):
+  state = _abstract(_state())
+  state["params"]["conv"]["kernel"] = jax.ShapeDtypeStruct((3, 3, 2, 8),
+                                                           jnp.float32)
+  with checkpoint.Checkpointer(str(saved)) as ckpt:
+    with pytest.raises(ValueError) as error:
+      ckpt.restore(2, state)
+  message = str(error.value)
+  assert "\n" not in message and message.startswith("checkpoint 2 in ")
+  assert ("'conv/kernel' is stored with shape (3, 3, 2, 4) but this config "
+          "expects (3, 3, 2, 8)") in message
+
+
+def test_other_trees_are_refused_naming_the_differences(saved):
+  state = _abstract(_state())
+  state["params"]["extra"] = {"w": jax.ShapeDtypeStruct((2,), jnp.float32)}
+  del state["params"]["conv"]["bias"]
+  with checkpoint.Checkpointer(str(saved)) as ckpt:
+    with pytest.raises(ValueError, match=r"item 'params' does not match.*"
+                       r"1 expected arrays missing \('extra/w'\), "
+                       r"1 unexpected \('conv/bias'\)"):
+      ckpt.restore(2, state)
+
+
+def test_missing_items_are_refused(saved):
+  with checkpoint.Checkpointer(str(saved)) as ckpt:
+    with pytest.raises(ValueError, match="has no opt_state"):
+      ckpt.restore(2, {"opt_state": {"w": jax.ShapeDtypeStruct(
+          (2,), jnp.float32)}})
+
+
+def test_weights_prefer_ema_and_fall_back_to_params(tmp_path):
+  params = {"w": jnp.ones(3)}
+  with checkpoint.Checkpointer(str(tmp_path)) as ckpt:
+    ckpt.save(5, {"params": params, "ema_params": {"w": jnp.full(3, 2.0)}},
+              {"step": 5})
+    ckpt.save(6, {"params": params}, {"step": 6})
+    ckpt.wait()
+    abstract = _abstract(params)
+    weights, step, name = ckpt.restore_weights(abstract, 5)
+    assert (step, name) == (5, "ema_params")
+    np.testing.assert_array_equal(weights["w"], [2.0, 2.0, 2.0])
+    assert ckpt.restore_weights(abstract, 5, use_ema=False)[2] == "params"
+    assert ckpt.restore_weights(abstract)[1:] == (6, "params")
+    with pytest.raises(FileNotFoundError, match="no checkpoint 9 .*5, 6"):
+      ckpt.restore_weights(abstract, 9)
+
+
+def test_an_empty_workdir_says_what_to_do(tmp_path):
+  with checkpoint.Checkpointer(str(tmp_path)) as ckpt:
+    with pytest.raises(FileNotFoundError, match="train first"):
+      ckpt.restore_weights({"w": jax.ShapeDtypeStruct((3,), jnp.float32)})
+
+
+def test_object_store_paths_are_kept(tmp_path, monkeypatch):
+  assert str(checkpoint.checkpoint_dir("gs://bucket/run")) == (
+      "gs://bucket/run/checkpoints")
+  monkeypatch.chdir(tmp_path)
+  assert checkpoint.checkpoint_dir("run") == tmp_path / "run" / "checkpoints"
