@@ -5,7 +5,7 @@ the weights alone:
   params, ema_params  the network's weights (a converted model has params only)
   opt_state           the optimizer state
   progress            {"step": int32, "rng": the run's typed base key}
-  meta                JSON: the step and what wrote it
+  meta                JSON: the step and seed (a converted model: the file)
   data                the grain iterator's state, one file per process
 Saves are asynchronous; orbax writes to a temporary name and commits by
 renaming (or, on object stores, by a commit marker), so a run killed at any

@@ -77,7 +77,7 @@ def local_batch_size(global_batch_size: int) -> int:
 
 
 def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict:
-  """Turns each process's slice of a batch into global arrays split over `data`."""
+  """Each process's slice of a batch as global arrays split over the mesh."""
   sharding = data_sharding(mesh)
   return {
       k: jax.make_array_from_process_local_data(sharding, np.asarray(v))

@@ -22,7 +22,6 @@ from absl import logging
 from clu import metric_writers, parameter_overview, periodic_actions
 import flax
 import jax
-from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -69,6 +68,7 @@ def create_optimizer(train_config) -> optax.GradientTransformation:
 # ----------------------------------------------------------------- state
 @flax.struct.dataclass
 class TrainState:
+  """Everything a run needs to continue exactly (with the data position)."""
   step: jax.Array  # int32 scalar: updates done
   params: Any
   ema_params: Any
@@ -137,6 +137,11 @@ def restore_or_create(config, model, tx, mesh, ckpt: checkpoint.Checkpointer,
   step = ckpt.latest_step()
   if step is None:
     return create_train_state(config, model, tx, mesh)
+  seed = ckpt.restore_meta(step).get("seed", config.seed)
+  if seed != config.seed:
+    raise configuration.ConfigError(
+        f"config.seed={config.seed}: expected {seed}, the seed of the run in "
+        f"{ckpt.directory} (or start a new workdir)")
   abstract = abstract_train_state(config, model, tx, mesh)
   items = ckpt.restore(step, checkpoint_items(abstract), data_iterator)
   logging.info("Resumed from step %d in %s", step, ckpt.directory)
@@ -339,8 +344,9 @@ class Monitor:
   """Inpaints a fixed validation batch (centre masks) with the EMA weights.
 
   `train.image_every` writes image grids (TensorBoard and
-  WORKDIR/images/step_N.png), `train.quick_eval_every` writes mean PSNR and
-  SSIM of the valid examples; when both are due the batch is sampled once.
+  WORKDIR/images/step_N.png), `train.quick_eval_every` the mean PSNR and
+  SSIM of the batch's valid examples; when both are due the batch is
+  sampled once.
   """
 
   def __init__(self, config, model, mesh, workdir: str, writer):
@@ -356,24 +362,35 @@ class Monitor:
     self.workdir, self.writer = workdir, writer
 
   def __call__(self, ema_params, step: int, grids: bool, scores: bool):
-    b = self.batch
-    out = self.sampler(ema_params, b["image"], b["mask"], self.keys)
+    out = self.sample(ema_params)
     if scores:
-      per_image = (metrics.psnr(out, b["image"]), metrics.ssim(out, b["image"]),
-                   b["valid"])
-      psnr, ssim, valid = multihost_utils.process_allgather(per_image,
-                                                            tiled=True)
-      self.writer.write_scalars(step, {
-          "val_psnr": float(np.mean(np.minimum(psnr, metrics.PSNR_CAP)[valid])),
-          "val_ssim": float(np.mean(ssim[valid]))})
+      self.write_scores(step, out)
     if grids:
-      image, mask, out, valid = multihost_utils.process_allgather(
-          (b["image"], b["mask"], out, b["valid"]), tiled=True)
-      grid = images.inpainting_grid(image[valid], mask[valid], out[valid])
-      self.writer.write_images(step, {"inpainting": grid[None]})
-      if jax.process_index() == 0:
-        images.save_png(os.path.join(self.workdir, "images",
-                                     f"step_{step:08d}.png"), grid)
+      self.write_grid(step, out)
+
+  def sample(self, ema_params) -> jax.Array:
+    b = self.batch
+    return self.sampler(ema_params, b["image"], b["mask"], self.keys)
+
+  def write_scores(self, step: int, out: jax.Array) -> dict[str, float]:
+    """Scored where the images lie; only the (N,) scores are gathered."""
+    b = self.batch
+    psnr, ssim, valid = inference.fetch((metrics.psnr(out, b["image"]),
+                                         metrics.ssim(out, b["image"]),
+                                         b["valid"]))
+    scores = {"val_psnr": float(np.mean(np.minimum(psnr, metrics.PSNR_CAP)[
+        valid])), "val_ssim": float(np.mean(ssim[valid]))}
+    self.writer.write_scalars(step, scores)
+    return scores
+
+  def write_grid(self, step: int, out: jax.Array) -> None:
+    image, mask, out, valid = inference.fetch(
+        (self.batch["image"], self.batch["mask"], out, self.batch["valid"]))
+    grid = images.inpainting_grid(image[valid], mask[valid], out[valid])
+    self.writer.write_images(step, {"inpainting": grid[None]})
+    if jax.process_index() == 0:
+      images.save_png(os.path.join(self.workdir, "images",
+                                   f"step_{step:08d}.png"), grid)
 
 
 def create_monitor(config, model, mesh, workdir, writer) -> Monitor | None:
@@ -409,50 +426,43 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
     if jax.process_index() == 0:
       parameter_overview.log_parameter_overview(
           jax.eval_shape(lambda: state.params), include_stats=False)
+    train_step = jit_train_step(
+        make_train_step(config, model, process.from_config(config.diffusion),
+                        tx),
+        jax.tree.map(lambda x: x.sharding, state), mesh)
     writer = create_writer(workdir, int(state.step))
+    monitor = create_monitor(config, model, mesh, workdir, writer)
+    # steps/s and ETA between log steps, where the host waits for the device
+    # anyway; the clock starts once the first step (and compiling) is done.
+    progress = periodic_actions.ReportProgress(
+        num_train_steps=tc.num_steps, writer=writer,
+        every_steps=tc.log_every, every_secs=None)
+    buffer = MetricBuffer()
+    first = step = int(state.step)
     with metric_writers.ensure_flushes(writer), Preemption(ckpt) as stop:
-      return _loop(config, workdir, mesh, model, tx, state, data_iterator,
-                   ckpt, writer, stop)
-
-
-def _loop(config, workdir, mesh, model, tx, state, data_iterator, ckpt,
-          writer, stop: Preemption) -> TrainState:
-  """Steps, logs, monitors and checkpoints until done, pre-empted or NaN."""
-  tc = config.train
-  train_step = jit_train_step(
-      make_train_step(config, model, process.from_config(config.diffusion),
-                      tx),
-      jax.tree.map(lambda x: x.sharding, state), mesh)
-  monitor = create_monitor(config, model, mesh, workdir, writer)
-  # steps/s and ETA between log steps, where the host waits for the device
-  # anyway; the clock starts when the first step (with compiling) is done.
-  progress = periodic_actions.ReportProgress(
-      num_train_steps=tc.num_steps, writer=writer, every_steps=tc.log_every,
-      every_secs=None)
-  buffer = MetricBuffer()
-  first = step = int(state.step)
-  while step < tc.num_steps:
-    batch = parallel.global_batch(next(data_iterator), mesh)
-    state, step_metrics = train_step(state, batch)
-    step += 1
-    buffer.append(step, step_metrics)
-    preempted = stop.reached(step)
-    if is_time(step, tc.log_every, tc.num_steps) or preempted:
-      writer.write_scalars(step, buffer.summary())
-    if step == first + 1:
-      jax.block_until_ready(step_metrics)
-    progress(step)
-    if is_time(step, tc.checkpoint_every, tc.num_steps) or preempted:
-      buffer.fetch()  # never save a state that went bad
-      ckpt.save(step, checkpoint_items(state), {"step": step}, data_iterator)
-    if preempted:
-      ckpt.wait()
-      logging.warning("Pre-empted: saved step %d in %s; exiting.", step,
-                      ckpt.directory)
-      raise Preempted(0)
-    grids = is_time(step, tc.image_every, tc.num_steps)
-    scores = is_time(step, tc.quick_eval_every, tc.num_steps)
-    if monitor and (grids or scores):
-      with progress.timed("monitor"):
-        monitor(state.ema_params, step, grids, scores)
+      while step < tc.num_steps:
+        batch = parallel.global_batch(next(data_iterator), mesh)
+        state, step_metrics = train_step(state, batch)
+        step += 1
+        buffer.append(step, step_metrics)
+        preempted = stop.reached(step)
+        if is_time(step, tc.log_every, tc.num_steps) or preempted:
+          writer.write_scalars(step, buffer.summary())
+        if step == first + 1:
+          jax.block_until_ready(step_metrics)
+        progress(step)
+        if is_time(step, tc.checkpoint_every, tc.num_steps) or preempted:
+          buffer.fetch()  # never save a state that went bad
+          ckpt.save(step, checkpoint_items(state),
+                    {"step": step, "seed": config.seed}, data_iterator)
+        if preempted:
+          ckpt.wait()
+          logging.warning("Pre-empted: saved step %d in %s; exiting.", step,
+                          ckpt.directory)
+          raise Preempted(0)
+        grids = is_time(step, tc.image_every, tc.num_steps)
+        scores = is_time(step, tc.quick_eval_every, tc.num_steps)
+        if monitor and (grids or scores):
+          with progress.timed("monitor"):
+            monitor(state.ema_params, step, grids, scores)
   return state

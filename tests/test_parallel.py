@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 
 import jax
 import numpy as np
@@ -56,17 +57,56 @@ def test_large_arrays_are_sharded_along_a_dimension_the_axis_divides():
   assert all(s.is_fully_replicated for s in jax.tree.leaves(replicated))
 
 
+# ------------------------------------------------------- subprocesses
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _sigterm_after(step: int, workdir, pair) -> None:
+  """SIGTERM to process 1 alone once process 0 has logged `step`."""
+  if runs.wait_until(lambda: runs.last_logged_step(workdir) >= step, pair[0],
+                     timeout=400):
+    pair[1].send_signal(signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory):
+  """Starts the slow subprocesses side by side (compiling dominates and
+  each is single-threaded, so they share the cores):
+  - the reference run's first updates on 8 devices (tests/parallel_worker.py);
+  - 2 processes x 4 devices joined by jax.distributed, FFC off (this tests
+    the plumbing), SIGTERM to process 1 alone after step 2;
+  - the reference run itself (one device), returned when done."""
+  basetemp = tmp_path_factory.getbasetemp()
+  out = tmp_path_factory.mktemp("eight_devices")
+  with open(out / "log.txt", "w") as log:
+    worker = subprocess.Popen(
+        [sys.executable, str(runs.HERE / "parallel_worker.py"), str(out)],
+        cwd=runs.ROOT, env=runs.environment(basetemp, num_devices=8),
+        stdout=log, stderr=subprocess.STDOUT)
+  workdir = tmp_path_factory.mktemp("two_processes")
+  flags = runs.LOOP + runs.QUIET + (
+      "--config.model.ffc.enabled=False", "--distributed",
+      f"--coordinator_address=localhost:{_free_port()}", "--num_processes=2")
+  env = runs.environment(basetemp, num_devices=4)
+  pair = [runs.start(env, workdir, *flags, f"--process_id={i}")
+          for i in range(2)]
+  watcher = threading.Thread(target=_sigterm_after, args=(2, workdir, pair))
+  watcher.start()
+  reference = runs.reference_run(basetemp)
+  return {"worker": (worker, out), "pair": (pair, watcher, workdir),
+          "reference": reference}
+
+
 # ------------------------------------------------------ eight devices
 @pytest.fixture(scope="module")
-def eight_devices(tmp_path_factory):
-  """The reference run's first updates on 8 devices (two meshes), and the
-  reference run itself (one device)."""
-  basetemp = tmp_path_factory.getbasetemp()
-  reference = runs.reference_run(basetemp)
-  out = tmp_path_factory.mktemp("eight_devices")
-  subprocess.run([sys.executable, str(runs.HERE / "parallel_worker.py"),
-                  str(out)], check=True, cwd=runs.ROOT, timeout=400,
-                 env=runs.environment(basetemp, num_devices=8))
+def eight_devices(launched):
+  """The 8-device runs and the reference run (one device) they follow."""
+  worker, out = launched["worker"]
+  assert worker.wait(timeout=400) == 0, (out / "log.txt").read_text()[-3000:]
+  reference = launched["reference"]
   one = runs.load_items(reference, NUM_STEPS, ("params", "ema_params",
                                                "opt_state"))
   losses = runs.losses(reference)
@@ -100,42 +140,37 @@ def test_model_axis_shards_weights_ema_and_moments(eight_devices):
 
 
 # ------------------------------------------------------- two processes
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(("localhost", 0))
-    return s.getsockname()[1]
-
-
-def _start_pair(env, workdir, *flags):
-  port = _free_port()
-  return [runs.start(env, workdir, *flags, "--distributed",
-                     f"--coordinator_address=localhost:{port}",
-                     "--num_processes=2", f"--process_id={i}")
-          for i in range(2)]
+@pytest.fixture(scope="module")
+def two_processes(launched):
+  pair, watcher, workdir = launched["pair"]
+  outputs = [runs.finish(p, timeout=400) for p in pair]
+  watcher.join()
+  return {"workdir": workdir, "outputs": outputs,
+          "status": [p.returncode for p in pair],
+          "stopped": runs.last_logged_step(workdir)}
 
 
 @pytest.mark.slow
-def test_two_processes_train_checkpoint_and_stop_together(tmp_path_factory,
-                                                          tmp_path):
-  """2 processes x 4 devices. SIGTERM to process 1 alone stops both at the
-  same step, after a joint checkpoint (JAX's pre-emption sync point)."""
-  env = runs.environment(tmp_path_factory.getbasetemp(), num_devices=4)
-  pair = _start_pair(env, tmp_path, *runs.LOOP, *runs.QUIET)
-  runs.wait_until(lambda: runs.last_logged_step(tmp_path) >= 2, pair[0],
-                  timeout=400)
-  pair[1].send_signal(signal.SIGTERM)
-  outputs = [runs.finish(p, timeout=400) for p in pair]
-  assert [p.returncode for p in pair] == [0, 0], outputs[1][-3000:]
+def test_sigterm_to_one_process_stops_both_after_a_joint_checkpoint(
+    two_processes):
+  outputs, workdir = two_processes["outputs"], two_processes["workdir"]
+  assert two_processes["status"] == [0, 0], outputs[1][-3000:]
   assert "JAX process 1/2" in outputs[1]
-  stopped = runs.last_logged_step(tmp_path)
-  assert 2 <= stopped < runs.STEPS
-  assert runs.checkpoint_steps(tmp_path)[-1] == stopped
-  data = sorted(p.name for p in (tmp_path / "checkpoints" / str(stopped) /
+  stopped = two_processes["stopped"]
+  assert 2 < stopped < runs.STEPS
+  assert runs.checkpoint_steps(workdir)[-1] == stopped
+  data = sorted(p.name for p in (workdir / "checkpoints" / str(stopped) /
                                  "data").iterdir() if p.suffix == ".json")
   assert data == ["process_0-of-2.json", "process_1-of-2.json"]
-  # Only process 0 writes metrics.jsonl; process 1 logs the same losses.
-  losses = runs.losses(tmp_path)
-  assert sorted(losses) == list(range(1, stopped + 1))
+
+
+@pytest.mark.slow
+def test_only_process_zero_writes_and_both_log_the_same(two_processes):
+  outputs, workdir = two_processes["outputs"], two_processes["workdir"]
+  steps = [r["step"] for r in runs.records(workdir) if "loss" in r]
+  assert steps == list(range(1, two_processes["stopped"] + 1))
+  assert len(list(workdir.glob("events.out.tfevents.*"))) == 1
+  losses = runs.losses(workdir)
   for step, loss in losses.items():
     assert f"[{step}] grad_norm=" in outputs[1]
     assert f"loss={loss:.6g}" in outputs[1], (step, loss)

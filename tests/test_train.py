@@ -1,9 +1,9 @@
-"""Training: schedule, optimizer, EMA, the step, and whole runs that are
-killed, pre-empted, poisoned with NaN and resumed.
+"""Training: schedule, optimizer, EMA, the step, monitoring, and whole runs
+that are poisoned with NaN, killed and resumed.
 
 The whole-run tests start `python -m ffc_ddpm.main` in subprocesses sharing
 one compilation cache (tests/training_runs.py); the step tests compile once
-per module.
+per module. Pre-emption across processes is in test_parallel.py.
 """
 
 import json
@@ -11,11 +11,13 @@ import math
 import os
 import signal
 
+from clu import metric_writers
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import skimage.metrics
 
 import training_runs as runs
 from ffc_ddpm import checkpoint, configuration, models, parallel, train
@@ -179,7 +181,9 @@ def overfit():
     if first is None:
       first = jax.device_get(state)
   return {"abstract": abstract, "before": before, "first": first,
-          "last": jax.device_get(state), "metrics": jax.device_get(history)}
+          "last": jax.device_get(state), "metrics": jax.device_get(history),
+          "config": config, "model": model, "mesh": mesh,
+          "ema_params": state.ema_params}
 
 
 def test_overfitting_one_batch_lowers_the_loss_tenfold(overfit):
@@ -199,7 +203,8 @@ def test_step_updates_the_ema_and_counts(overfit):
                                atol=1e-7)
   changed = [not np.array_equal(a, b) for a, b in zip(
       jax.tree.leaves(before.params), jax.tree.leaves(overfit["last"].params))]
-  assert all(changed)  # after the first update, gradients reach every layer
+  assert all(changed)  # the first update moves the zero-initialised layers
+  # only; after 25, gradients have reached every parameter
   assert all(m["learning_rate"] == pytest.approx(2e-3)
              for m in overfit["metrics"])
 
@@ -211,6 +216,91 @@ def test_abstract_state_matches_the_real_one(overfit):
     assert (a.shape, a.dtype) == (r.shape, r.dtype)
     assert a.sharding.is_fully_replicated  # model_axis_size=1
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(real.params))
+
+
+def _step_jaxpr(dtype: str, remat: bool) -> str:
+  config = _config()
+  config.model.dtype, config.model.remat = dtype, remat
+  model = models.create_model(config.model)
+  tx = train.create_optimizer(config.train)
+  state = train.abstract_train_state(config, model, tx,
+                                     parallel.create_mesh())
+  step = train.make_train_step(config, model,
+                               process.from_config(config.diffusion), tx)
+  batch = {"image": jax.ShapeDtypeStruct((8, 16, 16, 3), jnp.float32),
+           "mask": jax.ShapeDtypeStruct((8, 16, 16, 1), jnp.float32)}
+  new_state, step_metrics = jax.eval_shape(step, state, batch)
+  assert {x.dtype for x in jax.tree.leaves((
+      new_state.params, new_state.ema_params))} == {jnp.dtype(jnp.float32)}
+  assert step_metrics["loss"].dtype == jnp.float32
+  return str(jax.make_jaxpr(step)(state, batch))
+
+
+def test_bfloat16_and_remat_come_from_the_config():
+  """Convolutions run in bfloat16 and blocks are rematerialised; the
+  parameters, EMA and loss stay float32."""
+  fast = _step_jaxpr("bfloat16", True)
+  convs = [line for line in fast.splitlines() if "conv_general_dilated" in line]
+  assert sum(line.split("=")[0].count("bf16") for line in convs) > (
+      len(convs) // 2)
+  assert "remat" in fast
+  plain = _step_jaxpr("float32", False)
+  assert "bf16" not in plain and "remat" not in plain
+
+
+# ------------------------------------------------------------ monitoring
+class Recorder(metric_writers.MetricWriter):
+  """Keeps what it is given."""
+
+  def __init__(self):
+    self.scalars, self.images = [], []
+
+  def write_scalars(self, step, scalars):
+    self.scalars.append((step, dict(scalars)))
+
+  def write_images(self, step, images):
+    self.images.append((step, {k: v.shape for k, v in images.items()}))
+
+  def _ignore(self, *args, **kwargs):
+    pass
+
+  write_summaries = write_videos = write_audios = write_texts = _ignore
+  write_histograms = write_hparams = flush = close = _ignore
+
+
+def _uint8(x):
+  return np.clip(np.round((np.asarray(x) + 1) * 127.5), 0, 255).astype(
+      np.uint8)
+
+
+def test_monitor_scores_match_scikit_image_and_grids_are_separate(
+    overfit, tmp_path):
+  writer = Recorder()
+  monitor = train.Monitor(overfit["config"], overfit["model"], overfit["mesh"],
+                          str(tmp_path), writer)
+  out = monitor.sample(overfit["ema_params"])
+  scores = monitor.write_scores(5, out)
+  assert writer.scalars == [(5, scores)] and not writer.images
+  truth, ours = _uint8(monitor.batch["image"]), _uint8(out)
+  assert len(truth) == 4  # configs/test.py: 4 validation images
+  psnr = [skimage.metrics.peak_signal_noise_ratio(t, o, data_range=255)
+          for t, o in zip(truth, ours)]
+  ssim = [skimage.metrics.structural_similarity(
+      t, o, channel_axis=-1, gaussian_weights=True, sigma=1.5,
+      use_sample_covariance=False, data_range=255)
+          for t, o in zip(truth, ours)]
+  assert scores["val_psnr"] == pytest.approx(np.mean(psnr), rel=1e-5)
+  assert scores["val_ssim"] == pytest.approx(np.mean(ssim), abs=1e-5)
+  monitor.write_grid(6, out)
+  assert [s for s, _ in writer.images] == [6] and len(writer.scalars) == 1
+  assert (tmp_path / "images" / "step_00000006.png").exists()
+
+
+def test_monitor_is_off_without_validation_images(overfit, tmp_path):
+  config = overfit["config"].copy_and_resolve_references()
+  config.data.num_val = 0
+  assert train.create_monitor(config, overfit["model"], overfit["mesh"],
+                              str(tmp_path), Recorder()) is None
 
 
 # ------------------------------------------------------------- whole runs
@@ -227,72 +317,71 @@ def reference(tmp_path_factory):
   return runs.reference_run(tmp_path_factory.getbasetemp())
 
 
-@pytest.mark.slow
-def test_monitoring_draws_grids_and_scores_on_their_own_steps(reference):
-  grids = sorted(p.name for p in (reference / "images").iterdir())
-  assert grids == [f"step_{s:08d}.png" for s in (3, 6, 8)]
-  scores = [r for r in runs.records(reference) if "val_psnr" in r]
-  assert [r["step"] for r in scores] == [4, 8]
-  assert all(0 < r["val_psnr"] < 100 and -1 <= r["val_ssim"] <= 1
-             for r in scores)
-  assert sorted(runs.losses(reference)) == list(range(1, runs.STEPS + 1))
-
-
-@pytest.mark.slow
-def test_killed_and_preempted_runs_resume_to_the_same_result(
-    reference, env, tmp_path):
-  """SIGKILL mid-interval, SIGTERM, SIGKILL mid-save, then a full run."""
+@pytest.fixture(scope="module")
+def interrupted(reference, env, tmp_path_factory):
+  """One workdir trained by four processes, all with the reference's config:
+  1. NaN put into update 5, logging every 4 steps (so the check before
+     saving step 6 must catch it);
+  2. resumed, SIGKILLed after saving step 6, in the middle of step 7 or 8;
+  3. resumed, SIGKILLed while saving (orbax's temporary folder exists);
+  4. resumed to the end.
+  Returns what each stage left behind."""
+  del reference  # compiles the programs these runs reuse
+  workdir = tmp_path_factory.mktemp("interrupted")
   flags = runs.LOOP + runs.QUIET
-  moments = []
-  run = runs.start(env, tmp_path, *flags)  # killed after saving step 2
-  runs.wait_until(lambda: runs.checkpoint_steps(tmp_path) == [2] and
-                  runs.last_logged_step(tmp_path) >= 3, run)
-  runs.kill(run)
-  assert run.returncode == -signal.SIGKILL
-  moments.append(runs.checkpoint_steps(tmp_path))
+  seen = {}
+  status, output = runs.run(env, workdir, *flags, "--config.train.log_every=4",
+                            "--nan_at=5", script="train_worker.py")
+  seen["nan"] = {"status": status, "output": output,
+                 "checkpoints": runs.checkpoint_steps(workdir),
+                 "saving": runs.saving(workdir),
+                 "logged": sorted(runs.losses(workdir))}
 
-  run = runs.start(env, tmp_path, *flags)  # pre-empted after step 5
-  runs.wait_until(lambda: runs.last_logged_step(tmp_path) >= 5, run)
-  output = runs.kill(run, signal.SIGTERM)
-  assert run.returncode == 0, output[-3000:]
-  assert "Traceback" not in output
-  stopped = runs.last_logged_step(tmp_path)
-  assert runs.checkpoint_steps(tmp_path)[-1] == stopped < runs.STEPS
-  moments.append(stopped)
+  run = runs.start(env, workdir, *flags)
+  runs.wait_until(lambda: 6 in runs.checkpoint_steps(workdir) and
+                  runs.last_logged_step(workdir) >= 7, run)
+  seen["kill_after_save"] = (runs.kill(run), run.returncode)
 
-  run = runs.start(env, tmp_path, *flags)  # killed while saving
-  runs.wait_until(lambda: runs.saving(tmp_path), run)
-  runs.kill(run)
-  assert run.returncode == -signal.SIGKILL
-  moments.append(runs.checkpoint_steps(tmp_path))
+  run = runs.start(env, workdir, *flags)  # not a save left by stage 2
+  runs.wait_until(lambda: runs.saving(workdir) and runs.resumed(run), run)
+  seen["kill_while_saving"] = (runs.kill(run), run.returncode)
 
-  status, output = runs.run(env, tmp_path, *flags)
-  assert status == 0, output[-3000:]
-  assert runs.losses(tmp_path) == runs.losses(reference), moments
-  assert sorted(r["step"] for r in runs.records(tmp_path) if "loss" in r) == (
-      list(range(1, runs.STEPS + 1)))
-  ours = runs.load_items(tmp_path, runs.STEPS, ITEMS)
-  theirs = runs.load_items(reference, runs.STEPS, ITEMS)
-  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(theirs)):
-    np.testing.assert_array_equal(a, b)
+  seen["last"] = runs.run(env, workdir, *flags)
+  seen["workdir"] = workdir
+  return seen
 
 
 @pytest.mark.slow
 def test_nan_stops_with_the_step_named_and_keeps_good_checkpoints(
-    reference, env, tmp_path):
-  """NaN in update 5; logs every 4 steps, so the check before saving step 6
-  must catch it."""
-  del reference  # compiles the program this run reuses
-  status, output = runs.run(
-      env, tmp_path, f"--config.train.num_steps={runs.STEPS}",
-      "--config.train.log_every=4", "--config.train.checkpoint_every=2",
-      *runs.QUIET, "--nan_at=5", script="train_worker.py")
-  last = output.strip().splitlines()[-1]
-  assert status == 2 and last.startswith("error: non-finite loss"), output[-3000:]
-  assert "at step 5 " in last
-  assert runs.checkpoint_steps(tmp_path) == [2, 4]
-  assert not runs.saving(tmp_path)
-  assert sorted(runs.losses(tmp_path)) == [4]
+    interrupted):
+  nan = interrupted["nan"]
+  last = nan["output"].strip().splitlines()[-1]
+  assert nan["status"] == 2, nan["output"][-3000:]
+  assert last.startswith("error: non-finite loss or gradient at step 5 ")
+  assert nan["checkpoints"] == [2, 4] and not nan["saving"]
+  assert nan["logged"] == [4]
+
+
+@pytest.mark.slow
+def test_killed_runs_resume_to_the_same_losses_and_state(interrupted,
+                                                         reference):
+  for stage in ("kill_after_save", "kill_while_saving"):
+    output, status = interrupted[stage]
+    assert status == -signal.SIGKILL, (stage, output[-3000:])
+  status, output = interrupted["last"]
+  assert status == 0, output[-3000:]
+  workdir = interrupted["workdir"]
+  ours, theirs = runs.losses(workdir), runs.losses(reference)
+  assert sorted(r["step"] for r in runs.records(workdir) if "loss" in r) == [
+      4, 5, 6, 7, 8]  # one record per logged step, whatever was redone
+  assert ours[4] == pytest.approx(np.mean([theirs[s] for s in range(1, 5)]),
+                                  rel=1e-6)
+  assert [ours[s] for s in range(5, 9)] == [theirs[s] for s in range(5, 9)]
+  final = [runs.load_items(w, runs.STEPS, ITEMS) for w in (workdir,
+                                                           reference)]
+  assert jax.tree.structure(final[0]) == jax.tree.structure(final[1])
+  for a, b in zip(*map(jax.tree.leaves, final)):
+    np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.slow
@@ -307,3 +396,12 @@ def test_resuming_with_another_model_is_refused(reference):
   assert "'params'" in message and "(32,)" in message and "(64,)" in message
   assert "\n" not in message
   assert runs.checkpoint_steps(reference) == steps
+
+
+@pytest.mark.slow
+def test_resuming_with_another_seed_is_refused(reference):
+  config = runs.tiny_config()
+  config.seed = 1
+  with pytest.raises(configuration.ConfigError,
+                     match=r"config.seed=1: expected 0, the seed of the run"):
+    train.train(config, str(reference))

@@ -315,8 +315,10 @@ def test_same_example_same_result_in_any_batch(concat_run):
 
 def test_same_result_on_eight_devices(concat_run, tmp_path):
   path = tmp_path / "sharded.npy"
+  # Same compiler flags as this process, so only the sharding differs.
+  flags = os.environ.get("XLA_FLAGS", "")
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS="--xla_force_host_platform_device_count=8")
+             XLA_FLAGS=f"{flags} --xla_force_host_platform_device_count=8")
   subprocess.run([sys.executable, str(HERE / "sharded_sampling.py"),
                   str(path)], check=True, env=env, cwd=REPO, timeout=300)
   np.testing.assert_array_equal(np.load(path), concat_run["out"])

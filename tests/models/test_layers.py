@@ -37,11 +37,13 @@ def numpy_group_norm(x, groups=32, eps=1e-5):
 def test_group_norm_is_float32_two_pass():
   """Large offsets would wreck E[x^2] - E[x]^2 in float32; two passes do not."""
   rng = np.random.default_rng(0)
-  x = (1e4 + rng.standard_normal((2, 4, 4, 64))).astype(np.float32)
+  x = (1e3 + rng.standard_normal((2, 4, 4, 64))).astype(np.float32)
   norm = layers.GroupNorm32()
   variables = {"params": {"scale": jnp.ones(64), "bias": jnp.zeros(64)}}
+  # float32 keeps ~6e-5 of 1e3: two passes stay within 1e-3, one pass is off
+  # by ~0.7.
   np.testing.assert_allclose(norm.apply(variables, x), numpy_group_norm(x),
-                             atol=2e-3)
+                             atol=1e-3)
   x16 = jnp.asarray(rng.standard_normal((2, 4, 4, 64)), jnp.bfloat16)
   y16 = norm.apply(variables, x16)
   assert y16.dtype == jnp.bfloat16
