@@ -42,11 +42,11 @@ def get_config():
 
   config.train.num_steps = 6000
   config.train.batch_size = 16
-  config.train.learning_rate = 3e-4
-  config.train.warmup_steps = 500
+  config.train.learning_rate = 1e-3
+  config.train.warmup_steps = 200
   config.train.ema_decay = 0.999
   config.train.log_every = 50
-  config.train.checkpoint_every = 500
+  config.train.checkpoint_every = 250
   config.train.keep_every = 2000
   config.train.image_every = 1000
   config.train.quick_eval_every = 1000
