@@ -7,10 +7,11 @@ then rendered at any size with analytic soft edges (each shape's signed
 distance divided by the pixel size gives its coverage), so the same face comes
 out at 32, 64 or 256 pixels without aliasing.
 
-The faces are built so that a centre hole (the middle 50% x 50%) hides the
-eyes, brows, nose and mouth while the head outline, hair, ears, face axis and
-lighting stay visible: a model has to infer the features from the symmetric
-remains, as on real faces.
+The faces are framed like aligned CelebA-HQ: the head fills most of the
+image, so a centre hole (the middle 50% x 50%) hides the eyes, brows, nose and
+most of the mouth while the cheeks, head outline, hair, face axis and lighting
+stay visible: a model has to infer the features from the symmetric remains,
+as on real faces.
 """
 
 import dataclasses
@@ -139,8 +140,8 @@ def sample_params(seed: int, index: int) -> FaceParams:
   bald = u() < 0.04
   short = u() < 0.35
   return FaceParams(
-      centre=(u(-0.08, 0.08), u(-0.06, 0.08)),
-      scale=u(0.52, 0.64),
+      centre=(u(-0.04, 0.04), u(-0.08, 0.0)),
+      scale=u(0.76, 0.88),
       roll=u(-0.17, 0.17),
       yaw=u(-0.35, 0.35),
       head_ru=u(0.64, 0.74),
@@ -170,7 +171,7 @@ def sample_params(seed: int, index: int) -> FaceParams:
       brow_arch=u(0.8, 2.5),
       nose_length=u(0.3, 0.38),
       nose_width=u(0.09, 0.13),
-      mouth_v=u(0.52, 0.6),
+      mouth_v=u(0.48, 0.56),
       mouth_width=u(0.17, 0.26),
       smile=u(-0.5, 2.0),
       mouth_open=u(0.012, 0.035) if u() < 0.3 else 0.0,
