@@ -34,7 +34,9 @@ def get_config() -> ml_collections.ConfigDict:
   data.skip_bad_files = False  # True: unreadable images are skipped and counted
   data.num_workers = 0  # grain worker processes (0 = in the main process)
   data.prefetch = 2  # batches buffered per worker
-  data.train_masks = "mixed"  # mask protocol drawn for each training example
+  # Mask protocol drawn for each training example, or several separated by
+  # commas ("center,random"), drawn uniformly.
+  data.train_masks = "mixed"
   aug = data.augment = ml_collections.ConfigDict()
   aug.crop_min_scale = 0.85  # random crop keeps this fraction of each side, or more
   aug.hflip = True

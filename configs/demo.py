@@ -23,23 +23,35 @@ def get_config():
   config.diffusion.schedule = "cosine"
   config.diffusion.num_steps = 1000
 
+  # Small and cheap on a CPU: widths 32, 32, 64 at 32, 16, 8 pixels and
+  # convolutional resampling (resblock_updown=False) train ~25% faster than
+  # (1, 2, 2) with residual up/down blocks, and looked as good at equal time.
   config.model.model_channels = 32
-  config.model.channel_mult = (1, 2, 2)
+  config.model.channel_mult = (1, 1, 2)
   config.model.num_res_blocks = 1
   config.model.attention_resolutions = (8,)
   config.model.num_head_channels = 32
+  config.model.resblock_updown = False
   config.model.ffc.num_blocks = 1
 
-  config.train.num_steps = 450
-  config.train.batch_size = 16
+  # Train on the two protocols it is scored on: with the centre hole in half
+  # the batches, eyes, nose and mouth appear within the CPU budget; the
+  # general `mixed` training masks needed several times longer.
+  config.data.train_masks = "center,random"
+
+  # More small steps beat fewer large ones here: batch 8 runs ~2.5 steps/s
+  # on 2 cores, so 1,000 updates fit the ten minutes with the evaluation.
+  config.train.num_steps = 1000
+  config.train.batch_size = 8
   config.train.learning_rate = 2e-3
   config.train.warmup_steps = 50
   config.train.ema_decay = 0.999
-  config.train.log_every = 50
-  config.train.checkpoint_every = 225
+  config.train.log_every = 100
+  config.train.checkpoint_every = 500
   config.train.keep_every = 0
-  config.train.image_every = 450
-  config.train.quick_eval_every = 0  # the final evaluation scores the model
+  # The final evaluation scores the model and writes its grids.
+  config.train.image_every = 0
+  config.train.quick_eval_every = 0
   config.train.quick_eval_images = 16
 
   config.eval.num_images = 32

@@ -82,8 +82,15 @@ def check(config) -> None:
     raise UsageError("--workdir: required (where checkpoints and results go)")
   configuration.validate(config)
   from ffc_ddpm.data import masks  # pylint: disable=g-import-not-at-top
-  for name in (config.data.train_masks,) + tuple(config.eval.masks):
-    masks.validate_mask_name(name)
+  try:
+    masks.train_mask_names(config.data.train_masks)
+  except (ValueError, FileNotFoundError) as e:
+    raise UsageError(f"config.data.train_masks: {e}") from None
+  try:
+    for name in config.eval.masks:
+      masks.validate_mask_name(name)
+  except (ValueError, FileNotFoundError) as e:
+    raise UsageError(f"config.eval.masks: {e}") from None
   if _MODE.value == "train":
     configuration.check_data_path(config)
   if _MODE.value == "inpaint" and not (_IMAGE.value and _OUTPUT.value):

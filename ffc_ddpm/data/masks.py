@@ -24,6 +24,8 @@ Mask protocols, chosen by name (`config.data.train_masks`, `config.eval.masks`):
   folder:PATH
            mask images from a folder (searched recursively), white = hole,
            any size (resized by nearest neighbour).
+For training, `config.data.train_masks` may also list several names separated
+by commas ("center,random"): each example draws one of them uniformly.
 LaMa's lengths and widths are in pixels at 256x256 and scale with image_size.
 
 Evaluation masks are a pure function of (name, image_size, seed, index), so
@@ -282,6 +284,14 @@ def validate_mask_name(name: str) -> None:
   elif name not in _GENERATORS:
     raise ValueError(f"unknown mask {name!r}; expected one of "
                      f"{', '.join(MASK_NAMES)}")
+
+
+def train_mask_names(spec: str) -> tuple[str, ...]:
+  """`config.data.train_masks` -> its protocol names, each validated."""
+  names = tuple(name.strip() for name in spec.split(","))
+  for name in names:
+    validate_mask_name(name)
+  return names
 
 
 def _as_mask(hole: np.ndarray) -> np.ndarray:

@@ -80,15 +80,16 @@ class SkippingSource:
 class TrainExample(grain.transforms.RandomMap):
   """Source record -> augmented model-range image, its mask and index."""
 
-  def __init__(self, ranges: augment.Ranges, mask_name: str,
+  def __init__(self, ranges: augment.Ranges, mask_names: tuple[str, ...],
                image_size: int):
-    self._ranges, self._mask, self._size = ranges, mask_name, image_size
+    self._ranges, self._masks, self._size = ranges, mask_names, image_size
 
   def random_map(self, record: dict, rng: np.random.Generator) -> dict:
     draw = augment.sample(self._ranges, rng)
+    name = self._masks[rng.integers(len(self._masks))]
     return {
         "image": augment.to_model_range(augment.apply(record["image"], draw)),
-        "mask": masks.sample_mask(self._mask, self._size, rng),
+        "mask": masks.sample_mask(name, self._size, rng),
         "index": np.int32(record["index"]),
         "skipped": np.int32(record["skipped"]),
     }
@@ -146,7 +147,7 @@ def create_train_loader(config) -> grain.DataLoader:
   data = config.data
   if data.num_workers:
     _parse_flags_if_needed()
-  masks.validate_mask_name(data.train_masks)
+  mask_names = masks.train_mask_names(data.train_masks)
   ranges = augment.Ranges.from_config(data.augment)
   source = SkippingSource(sources.create_source(data, "train"),
                           data.skip_bad_files)
@@ -164,7 +165,7 @@ def create_train_loader(config) -> grain.DataLoader:
                            prefetch_buffer_size=data.prefetch * local_batch)
   return grain.DataLoader(
       data_source=source, sampler=sampler,
-      operations=[TrainExample(ranges, data.train_masks, data.image_size),
+      operations=[TrainExample(ranges, mask_names, data.image_size),
                   grain.transforms.Batch(local_batch, drop_remainder=True)],
       worker_count=data.num_workers, worker_buffer_size=data.prefetch,
       shard_options=shard, read_options=read)

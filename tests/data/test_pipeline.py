@@ -68,6 +68,16 @@ def test_train_batches(config):
   assert len(set(seen.tolist())) == 12 and seen.max() < 40  # no repeats
 
 
+def test_a_list_of_train_masks_draws_each_protocol(config):
+  config.data.train_masks = "center, box"
+  batches = _take(pipeline.create_train_iterator(config), 5)
+  center = masks.eval_mask("center", SIZE, 0, 0)
+  is_center = [np.array_equal(m, center)
+               for b in batches for m in b["mask"]]
+  # 20 draws: both protocols appear (all-one-kind has probability 2e-6).
+  assert 0 < sum(is_center) < len(is_center)
+
+
 def test_epochs_cover_the_split_and_reshuffle(config):
   config.data.num_train = 8
   epochs = np.concatenate(
