@@ -23,9 +23,10 @@ def get_config():
   config.diffusion.schedule = "cosine"
   config.diffusion.num_steps = 1000
 
-  # Small and cheap on a CPU: widths 32, 32, 64 at 32, 16, 8 pixels and
-  # convolutional resampling (resblock_updown=False) train ~25% faster than
-  # (1, 2, 2) with residual up/down blocks, and looked as good at equal time.
+  # Small and cheap on a CPU: widths 32, 32, 64 at 32, 16, 8 pixels with
+  # convolutional resampling (resblock_updown=False) run 3.6 steps/s of 8 on
+  # 2 cores, against 2.5 for (1, 2, 2), and did as well at equal time
+  # (benchmarks/demo.md).
   config.model.model_channels = 32
   config.model.channel_mult = (1, 1, 2)
   config.model.num_res_blocks = 1
@@ -35,12 +36,12 @@ def get_config():
   config.model.ffc.num_blocks = 1
 
   # Train on the two protocols it is scored on: with the centre hole in half
-  # the batches, eyes, nose and mouth appear within the CPU budget; the
-  # general `mixed` training masks needed several times longer.
+  # the batches, eyes, nose and mouth appear within the CPU budget; with the
+  # general `mixed` masks (centre in 20%) the fills stayed blotchy.
   config.data.train_masks = "center,random"
 
-  # More small steps beat fewer large ones here: batch 8 runs ~3.6 steps/s
-  # on 2 cores, so 1,400 updates and the evaluation fit in ten minutes.
+  # More, smaller steps did better than batch 16; 1,400 updates of 8 and the
+  # evaluation take about eight minutes on 2 cores.
   config.train.num_steps = 1400
   config.train.batch_size = 8
   config.train.learning_rate = 2e-3
