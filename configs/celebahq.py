@@ -30,6 +30,7 @@ def get_config():
   config.diffusion.conditioning = "concat"
   config.diffusion.loss = "mse"
   config.diffusion.loss_region = "hole"
+  config.diffusion.loss_normalisation = "hole"  # each example's hole mean
 
   config.model.model_channels = 128
   config.model.channel_mult = (1, 1, 2, 2, 4, 4)

@@ -59,6 +59,10 @@ def get_config() -> ml_collections.ConfigDict:
   diffusion.conditioning = "concat"
   diffusion.loss = "mse"  # mse | l1 on the predicted noise
   diffusion.loss_region = "hole"  # hole (the paper) | full
+  # What the summed error is divided by: hole = the values of the region
+  # (each example's mean over its hole, the paper); all = all H x W x C values
+  # (Palette's mean over all values of mask * eps, so big holes weigh more).
+  diffusion.loss_normalisation = "hole"
   diffusion.clip_denoised = True  # clip predicted x_0 to [-1, 1] when sampling
 
   # ----------------------------------------------------------------- model
@@ -125,8 +129,16 @@ def get_config() -> ml_collections.ConfigDict:
   ev.num_images = 2000
   ev.batch_size = 16  # global
   ev.split = "test"
-  ev.sampler = "ddim"  # ddpm | ddim | repaint
-  ev.num_steps = 100  # denoising steps (respaced from diffusion.num_steps)
+  # ddpm | ddim | repaint (unconditional models) | dpm_solver (DPM-Solver++
+  # 2M, Lu et al. 2022: a second-order ODE solver, for 10-20 steps)
+  ev.sampler = "ddim"
+  # denoising steps = network calls (repaint: its t_T), evenly respaced
+  # from diffusion.num_steps
+  ev.num_steps = 100
+  # K: samples drawn per image (distinct noise, one sampler call of
+  # batch_size x K images); with K > 1 the per-pixel mean of the K, the
+  # distortion-optimal estimate PSNR/SSIM reward, is scored beside sample 0.
+  ev.num_samples = 1
   ev.eta = 0.0  # DDIM stochasticity
   ev.jump_length = 10  # RePaint resampling
   ev.jump_n_sample = 10

@@ -12,18 +12,36 @@ renaming (or, on object stores, by a commit marker), so a run killed at any
 moment resumes from the last complete checkpoint. Restoring checks the stored
 tree against the expected one first: a checkpoint written by another model
 or optimizer config is refused with one line naming the first difference.
+
+A checkpoint damaged after it was committed (a truncated or deleted file on
+shared storage) is skipped: restoring walks back to the newest checkpoint
+that reads, warns in one line per skipped step, and moves the damaged ones
+to WORKDIR/checkpoints/damaged/ (outside orbax's step listing) rather than
+deleting them. Only when no checkpoint reads does it stop, moving nothing.
 """
 
 import os
-from typing import Any
+from typing import Any, Callable, TypeVar
 
+from absl import logging
 from etils import epath
 import grain
 import jax
+from jax.experimental import multihost_utils
+import numpy as np
 import orbax.checkpoint as ocp
+
+from ffc_ddpm import lock
 
 WEIGHT_ITEMS = ("params", "ema_params")
 STATE_ITEMS = WEIGHT_ITEMS + ("opt_state", "progress")
+DAMAGED = "damaged"  # WORKDIR/checkpoints/damaged/<step>: set-aside steps
+_REASON_CHARS = 200  # how much of a read error a warning quotes
+T = TypeVar("T")
+
+
+class DamagedCheckpointError(ValueError):
+  """A committed checkpoint whose files cannot be read."""
 
 
 def checkpoint_dir(workdir: str) -> epath.Path:
@@ -91,23 +109,56 @@ def check_compatible(stored: Any, expected: Any, where: str) -> None:
           f"config expects {wanted_shape} {hint}")
 
 
+# ------------------------------------------------------------- damage
+def _root_cause(e: BaseException) -> BaseException:
+  """The first error of a chain (orbax wraps TensorStore's in its own)."""
+  while e.__cause__ is not None or e.__context__ is not None:
+    e = e.__cause__ if e.__cause__ is not None else e.__context__
+  return e
+
+
+def _reason(e: BaseException) -> str:
+  """A read error as one short line."""
+  text = " ".join(str(_root_cause(e)).split()) or type(e).__name__
+  return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS] + "..."
+
+
+def _reading(where: str, read: Callable[[], T]) -> T:
+  """`read()`, with any failure reported as DamagedCheckpointError."""
+  try:
+    return read()
+  except Exception as e:  # orbax and TensorStore fail in many ways
+    raise DamagedCheckpointError(f"{where} is unreadable ({_reason(e)})"
+                                 ) from e
+
+
+def _on_every_process(ok: bool) -> bool:
+  """Whether `ok` holds on every process (all must agree on a step)."""
+  if jax.process_count() == 1:
+    return ok
+  return bool(np.all(multihost_utils.process_allgather(np.array(ok))))
+
+
 # ---------------------------------------------------------- the manager
 class Checkpointer:
   """Saves and restores the training state of one workdir.
 
   keep: the latest k checkpoints are kept; keep_every: every step divisible
-  by M is kept for good as well (0 = none). Usable as a context manager,
-  which waits for pending saves and closes on exit.
+  by M is kept for good as well (0 = none). writable=False reads only: it
+  creates no folder and leaves unfinished saves alone (for evaluation and
+  inpainting). Usable as a context manager, which waits for pending saves
+  and closes on exit.
   """
 
   def __init__(self, workdir: str, *, keep: int = 3, keep_every: int = 0,
-               async_save: bool = True):
+               async_save: bool = True, writable: bool = True):
+    self.workdir = workdir
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep,
         keep_period=keep_every or None,
         enable_async_checkpointing=async_save,
-        cleanup_tmp_directories=True,
-        create=True)
+        cleanup_tmp_directories=writable,
+        create=writable)
     self.manager = ocp.CheckpointManager(
         checkpoint_dir(workdir), options=options,
         item_handlers=_item_handlers())
@@ -132,7 +183,8 @@ class Checkpointer:
   def items(self, step: int) -> set[str]:
     """Names of the items stored at `step` (from orbax's step metadata, so it
     works on any file system epath reaches)."""
-    return set(self.manager.metadata(step).item_handlers or ())
+    metadata = _reading(self._where(step), lambda: self.manager.metadata(step))
+    return set(metadata.item_handlers or ())
 
   def save(self, step: int, state: dict[str, Any], meta: dict[str, Any],
            data_iterator=None) -> None:
@@ -154,54 +206,141 @@ class Checkpointer:
 
     `abstract_state` maps item names to trees of arrays or ShapeDtypeStructs
     (with shardings: arrays are read straight into that layout). Raises a
-    one-line error when an item is missing or its tree or shapes differ.
+    one-line error when an item is missing or its tree or shapes differ,
+    and DamagedCheckpointError when its files cannot be read.
     """
     self._check(step, abstract_state, data_iterator is not None)
     args = {k: ocp.args.StandardRestore(v) for k, v in abstract_state.items()}
     if data_iterator is not None:
       args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = self.manager.restore(step, args=ocp.args.Composite(**args))
+    restored = _reading(
+        self._where(step),
+        lambda: self.manager.restore(step, args=ocp.args.Composite(**args)))
     return {k: restored[k] for k in abstract_state}
+
+  def _where(self, step: int) -> str:
+    return f"checkpoint {step} in {self.directory}"
 
   def _check(self, step: int, abstract_state: dict[str, Any],
              with_data: bool) -> None:
-    where = f"checkpoint {step} in {self.directory}"
-    stored = self.items(step)
+    where = self._where(step)
+    metadata = _reading(where, lambda: self.manager.metadata(step))
+    stored = set(metadata.item_handlers or ())
+    if not stored:
+      raise DamagedCheckpointError(f"{where} is unreadable (it lists no "
+                                   "items: its _CHECKPOINT_METADATA is gone)")
     wanted = set(abstract_state) | ({"data"} if with_data else set())
     if wanted - stored:
       raise ValueError(
           f"{where} has no {', '.join(sorted(wanted - stored))} (it holds "
           f"{', '.join(sorted(stored))}); a converted model holds weights "
           "only and cannot be resumed: train in a new workdir")
-    metadata = self.manager.metadata(step).item_metadata
     for name, tree in abstract_state.items():
-      check_compatible(metadata[name].tree, tree, f"{where}, item {name!r}")
+      item = metadata.item_metadata.get(name) if metadata.item_metadata else None
+      if item is None or getattr(item, "tree", None) is None:
+        raise DamagedCheckpointError(f"{where} is unreadable (no metadata "
+                                     f"for item {name!r})")
+      check_compatible(item.tree, tree, f"{where}, item {name!r}")
+
+  def restore_latest(self, abstract_state: dict[str, Any], data_iterator=None,
+                     check_meta: Callable[[dict], None] | None = None
+                     ) -> tuple[int, dict[str, Any]] | None:
+    """(step, items) of the newest checkpoint that reads, or None when there
+    is none; `check_meta(meta)` may refuse a run's checkpoints (raising)
+    before any array is read."""
+
+    def restore_step(step):
+      if check_meta is not None:
+        check_meta(self.restore_meta(step))
+      return self.restore(step, abstract_state, data_iterator)
+
+    return self.newest_readable(restore_step)
+
+  def newest_readable(self, restore_step: Callable[[int], T]
+                      ) -> tuple[int, T] | None:
+    """(step, restore_step(step)) for the newest step whose restore raises no
+    DamagedCheckpointError, on every process; None without checkpoints.
+
+    Newer, damaged steps are set aside (`_set_aside`). Other errors (a
+    checkpoint of another config) stop the walk; when no step reads, a
+    one-line DamagedCheckpointError names the newest's problem and nothing
+    is moved.
+    """
+    damaged = []
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        result, error = restore_step(step), None
+      except DamagedCheckpointError as e:
+        result, error = None, e
+      if _on_every_process(error is None):
+        self._set_aside(damaged, step)
+        return step, result
+      damaged.append((step, error or DamagedCheckpointError(
+          f"{self._where(step)} is unreadable on another process")))
+    if damaged:
+      raise DamagedCheckpointError(
+          f"no readable checkpoint in {self.directory} ({len(damaged)} "
+          f"damaged; the newest: {damaged[0][1]}); nothing was moved")
+    return None
+
+  def _set_aside(self, damaged: list[tuple[int, DamagedCheckpointError]],
+                 used: int) -> None:
+    """Moves damaged steps to checkpoints/damaged/ (process 0, and only if
+    no other run holds the workdir); one warning line each."""
+    with lock.hold_if_free(self.workdir) as may_move:
+      for step, error in damaged:
+        if may_move:
+          target = self._damaged_path(step)
+          target.parent.mkdir(parents=True, exist_ok=True)
+          (self.directory / str(step)).rename(target)
+          where = f"moved to {target}"
+        else:
+          where = "left in place as another run holds the workdir"
+        if jax.process_index() == 0:
+          logging.warning("%s: skipped and %s; using step %d", error, where,
+                          used)
+    if damaged:
+      self.manager.reload()
+
+  def _damaged_path(self, step: int) -> epath.Path:
+    """checkpoints/damaged/<step>, or <step>.<k> if that exists already."""
+    folder = self.directory / DAMAGED
+    target, k = folder / str(step), 1
+    while target.exists():
+      target, k = folder / f"{step}.{k}", k + 1
+    return target
 
   def restore_meta(self, step: int) -> dict[str, Any]:
-    return self.manager.restore(
-        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    return _reading(self._where(step), lambda: self.manager.restore(
+        step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
   def restore_weights(self, abstract_params: Any, step: int | None = None,
                       use_ema: bool = True) -> tuple[Any, int, str]:
     """The network weights for inference: (params, step, item name).
 
-    Takes the EMA weights when asked and present, else the raw weights.
+    Takes the EMA weights when asked and present, else the raw weights;
+    without `step`, those of the newest checkpoint that reads.
     """
-    step = self.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(
-          f"no checkpoint in {self.directory}: train first, or convert "
-          "one with tools/convert_guided_diffusion.py")
-    if step not in self.all_steps():
+    if step is not None and step not in self.all_steps():
       raise FileNotFoundError(
           f"no checkpoint {step} in {self.directory} (it has steps "
           f"{', '.join(map(str, self.all_steps())) or 'none'})")
-    stored = self.items(step)
-    name = "ema_params" if use_ema and "ema_params" in stored else "params"
-    if name not in stored:
+
+    def restore_step(step):
+      stored = self.items(step)
+      name = "ema_params" if use_ema and "ema_params" in stored else "params"
+      if stored and name not in stored:
+        raise FileNotFoundError(f"{self._where(step)} holds no weights")
+      return self.restore(step, {name: abstract_params})[name], name
+
+    found = (self.newest_readable(restore_step) if step is None
+             else (step, restore_step(step)))
+    if found is None:
       raise FileNotFoundError(
-          f"checkpoint {step} in {self.directory} holds no weights")
-    return self.restore(step, {name: abstract_params})[name], step, name
+          f"no checkpoint in {self.directory}: train first, or convert "
+          "one with tools/convert_guided_diffusion.py")
+    step, (params, name) = found
+    return params, step, name
 
   def reached_preemption(self, step: int) -> bool:
     """True on every process at the step the cluster agreed to stop at.

@@ -8,6 +8,7 @@ config's folder is put on `sys.path` when it is loaded.
 one line naming the field, the value and what was expected.
 """
 
+import difflib
 import importlib.util
 import os
 import pathlib
@@ -128,6 +129,7 @@ _RANGES = {
     "diffusion.conditioning": _choice("concat", "none"),
     "diffusion.loss": _choice("mse", "l1"),
     "diffusion.loss_region": _choice("hole", "full"),
+    "diffusion.loss_normalisation": _choice("hole", "all"),
     "diffusion.clip_denoised": _boolean,
     "model.image_size": _integer(8, 4096),
     "model.in_channels": _integer(1),
@@ -181,8 +183,9 @@ _RANGES = {
     "eval.num_images": _integer(1),
     "eval.batch_size": _integer(1),
     "eval.split": _choice("train", "validation", "test"),
-    "eval.sampler": _choice("ddpm", "ddim", "repaint"),
+    "eval.sampler": _choice("ddpm", "ddim", "repaint", "dpm_solver"),
     "eval.num_steps": _integer(1),
+    "eval.num_samples": _integer(1),
     "eval.eta": _number(0),
     "eval.jump_length": _integer(1),
     "eval.jump_n_sample": _integer(1),
@@ -201,6 +204,23 @@ def _get(config, dotted: str):
                         "on configs/default.py?)")
     config = config[part]
   return config
+
+
+def check_field_names(config, overridden: list[str]) -> None:
+  """ConfigError naming the full path and the closest existing field, for
+  command-line overrides (`train.num_stpes`) that name no field."""
+  for dotted in overridden:
+    parts, node = dotted.split("."), config
+    for i, part in enumerate(parts):
+      if not isinstance(node, ml_collections.ConfigDict):
+        raise ConfigError(f"config.{dotted}: config."
+                          f"{'.'.join(parts[:i])} is a value, not a section")
+      if part not in node:
+        close = difflib.get_close_matches(part, list(node.keys()), n=1)
+        hint = (f"did you mean config.{'.'.join(parts[:i] + close)}?" if close
+                else f"expected one of {', '.join(sorted(node.keys()))}")
+        raise ConfigError(f"config.{dotted}: no such field; {hint}")
+      node = node[part]
 
 
 def _fail(field: str, value: Any, expected: str) -> None:
@@ -225,7 +245,7 @@ def _check_relations(config) -> None:
           f"at most diffusion.num_steps={d.num_steps}")
   if ev.sampler == "repaint" and d.conditioning != "none":
     _fail("eval.sampler", ev.sampler,
-          "ddpm or ddim for a conditional model (repaint needs "
+          "ddpm, ddim or dpm_solver for a conditional model (repaint needs "
           "diffusion.conditioning='none')")
   if d.conditioning == "concat" and d.loss_region == "full":
     _fail("diffusion.loss_region", d.loss_region,
@@ -245,11 +265,14 @@ def check_data_path(config) -> None:
   source, path = config.data.source, config.data.path
   if source == "synthetic":
     return
-  exists = os.path.isfile(path) if source == "arrayrecord" else os.path.isdir(path)
-  if not exists:
-    kind = "file" if source == "arrayrecord" else "directory"
+  kind = "file" if source == "arrayrecord" else "directory"
+  if not os.path.exists(path):
     raise FileNotFoundError(
         f"config.data.path={path!r}: no such {kind} for data.source={source!r}")
+  if os.path.isfile(path) != (kind == "file"):
+    found = "a file" if os.path.isfile(path) else "a directory"
+    raise FileNotFoundError(f"config.data.path={path!r} is {found}; "
+                            f"data.source={source!r} reads a {kind}")
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

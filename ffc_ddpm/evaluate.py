@@ -15,12 +15,14 @@ the devices sample it.
 Writes under WORKDIR/eval:
   per_image.csv    one row per (mask, image, method): psnr, ssim, lpips;
                    appended batch by batch, so an interrupted evaluation
-                   continues where it stopped
+                   continues where it stopped; with eval.num_samples = K > 1
+                   the method "mean_of_k" scores the mean of K samples
   settings.json    what the rows depend on (step, sampler, seed, data ...)
   store/<mask>/    per batch: FID features and grid images, for resuming
   results.json     the means, in the shape the README documents
   results.md       a Markdown table in the paper's layout
-  grid_<mask>.png  masked input | model | baselines... | original
+  grid_<mask>.png  masked input | one sample | (K > 1: mean of K |
+                   uncertainty) | baselines... | original
   previous_<k>/    an earlier evaluation with other settings, moved aside
 """
 
@@ -39,14 +41,15 @@ from jax.experimental import multihost_utils
 import numpy as np
 import tqdm
 
-from ffc_ddpm import baselines, images, inference, metrics, parallel
+from ffc_ddpm import baselines, images, inference, lock, metrics, parallel
 from ffc_ddpm import perceptual
 from ffc_ddpm.data import masks as masks_lib
 from ffc_ddpm.data import pipeline, sources
-from ffc_ddpm.diffusion import samplers
 
 EVAL = 3  # purpose folded into the seed key (train.py uses 0..2)
-MODEL = "model"
+EVAL_EXTRA = 6  # samples k > 0 of K (inpaint.py uses 4, 5 and 7)
+MODEL = "model"  # the first sample, whatever K
+MEAN_OF_K = "mean_of_k"  # the per-pixel mean of K samples (K > 1)
 ORIGINAL = "original"  # the reference images in FID features and grids
 UNREADABLE = "unreadable"  # the method of a row marking a skipped image
 CSV_FIELDS = ("mask", "index", "method", "psnr", "ssim", "lpips")
@@ -113,6 +116,11 @@ def _from_lead(value: int) -> int:
   return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
 
 
+def model_methods(config) -> tuple[str, ...]:
+  """The model's rows: its first sample, and the mean of K when K > 1."""
+  return (MODEL,) + ((MEAN_OF_K,) if config.eval.num_samples > 1 else ())
+
+
 # ------------------------------------------------------- per-image rows
 def _parse_rows(text: str) -> list[dict]:
   """Rows of a per_image.csv; a last line torn by a crash is dropped."""
@@ -152,7 +160,7 @@ def _read_json(path: str) -> Any:
 def _archive(out_dir: str) -> str | None:
   """Moves an earlier evaluation's files to out_dir/previous_<k>."""
   names = [n for n in os.listdir(out_dir)
-           if not re.fullmatch(r"previous_\d+", n)]
+           if not re.fullmatch(r"previous_\d+", n) and n != lock.LOCK_NAME]
   if not names:
     return None
   k = 1
@@ -342,8 +350,9 @@ class MaskRun:
                scorer: Scorer, log: PerImageLog, num_images: int):
     self.config, self.mask, self.loaded = config, mask, loaded
     self.scorer, self.log, self.num_images = scorer, log, num_images
-    self.methods = (MODEL,) + tuple(config.eval.baselines)
+    self.methods = model_methods(config) + tuple(config.eval.baselines)
     self.key = jax.random.fold_in(jax.random.key(config.seed), EVAL)
+    self.extra = jax.random.fold_in(jax.random.key(config.seed), EVAL_EXTRA)
     self.start = log.resume_point(mask, self.methods, num_images)
     self.store = BatchStore(os.path.dirname(log.path), mask, self.start)
 
@@ -373,11 +382,15 @@ class MaskRun:
   def _batch(self, local: dict, baseline_job, progress, with_grid: bool):
     """Samples and scores one batch; returns what is gathered to the hosts:
     index, valid, scores (and FID features, and 8-bit images for grids)."""
-    loaded = self.loaded
+    loaded, k = self.loaded, self.config.eval.num_samples
     batch = parallel.global_batch(local, loaded.mesh)
-    keys = samplers.example_keys(self.key, batch["index"])
-    outputs = {MODEL: loaded.sampler(loaded.params, batch["image"],
-                                     batch["mask"], keys, progress=progress)}
+    samples = inference.sample_k(loaded, batch["image"], batch["mask"],
+                                 batch["index"], self.key, self.extra, k,
+                                 progress=progress)
+    outputs = {MODEL: samples[:, 0]}
+    if k > 1:
+      outputs[MEAN_OF_K] = inference.mean_of_samples(
+          samples, batch["image"], batch["mask"])
     outputs.update(parallel.global_batch(baseline_job.result(), loaded.mesh))
     wanted = {"index": batch["index"], "valid": batch["valid"],
               "scores": {m: self.scorer.scores(out, batch["image"])
@@ -390,6 +403,9 @@ class MaskRun:
       outputs[ORIGINAL] = batch["image"]
       wanted["grid"] = {m: metrics.to_uint8(out) for m, out in outputs.items()}
       wanted["mask"] = batch["mask"]
+      if k > 1:
+        wanted["uncertainty"] = inference.std_of_samples(samples,
+                                                         batch["mask"])
     return inference.fetch(wanted)
 
   def _grid_size(self) -> int:
@@ -407,6 +423,8 @@ class MaskRun:
       keep = valid & (host["index"] < self._grid_size())
       record["grid.index"] = host["index"][keep]
       record["grid.mask"] = (host["mask"][keep] > 0.5).astype(np.uint8)
+      if "uncertainty" in host:
+        record["grid.uncertainty"] = host["uncertainty"][keep]
       for m, image in host["grid"].items():
         record[f"grid.{m}"] = image[keep]
     return record
@@ -433,13 +451,16 @@ class MaskRun:
     return f"grid_{_safe_name(self.mask)}.png"
 
   def save_grid(self, out_dir: str) -> bool:
-    """Writes grid_<mask>.png (masked input | model | baselines | original);
-    False when there are no grid images (eval.num_grid_images = 0)."""
+    """Writes grid_<mask>.png (masked input | one sample | (mean of K |
+    uncertainty) | baselines | original); False when there are no grid
+    images (eval.num_grid_images = 0)."""
     grid = self.store.collect("grid", range(self._grid_size()))
     if not grid:
       return False
     if _is_lead():
       columns = [grid[m] for m in self.methods]
+      if MEAN_OF_K in grid:
+        columns.insert(2, images.uncertainty_image(grid["uncertainty"]))
       images.save_png(os.path.join(out_dir, self.grid_name()),
                       images.inpainting_grid(grid[ORIGINAL], grid["mask"],
                                              *columns))
@@ -477,11 +498,14 @@ def results_json(table: dict, config, step: int, weights: str,
   item and the grid file of each mask."""
   masks, ec = tuple(config.eval.masks), config.eval
   scores = lambda e: {k: v for k, v in e.items() if k != "num_images"}
+  mean = model_methods(config)[-1]  # the first sample itself when K = 1
   return {
       "step": int(step),
       "num_images": min(table[MODEL, m]["num_images"] for m in masks),
       "image_size": int(config.data.image_size),
-      "masks": {m: table[MODEL, m] for m in masks},
+      "masks": {m: {**table[MODEL, m], MEAN_OF_K: {
+          "k": int(ec.num_samples), **scores(table[mean, m])}}
+                for m in masks},
       "baselines": {b: {m: scores(table[b, m]) for m in masks}
                     for b in ec.baselines},
       "sampler": {"name": ec.sampler, "num_steps": int(ec.num_steps),
@@ -513,6 +537,10 @@ def results_markdown(results: dict) -> str:
           for b, per_mask in results["baselines"].items()}
   rows[f"{results['model']} (this model, step {results['step']})"] = (
       results["masks"])
+  k = results["masks"][masks[0]][MEAN_OF_K]["k"]
+  if k > 1:
+    rows[f"{results['model']}, mean of {k} samples"] = {
+        m: entry[MEAN_OF_K] for m, entry in results["masks"].items()}
   for name, per_mask in rows.items():
     cells = [fmt.format(per_mask[m][key]) if key in per_mask[m] else "-"
              for m in masks for key, _, fmt in shown]
@@ -524,7 +552,8 @@ def results_markdown(results: dict) -> str:
             "255) and SSIM on 8-bit images, higher is better"
             + ("; LPIPS and FID lower is better" if len(shown) > 2 else "")
             + "."]
-  columns = " | ".join(["masked input", "model"] + [
+  means = ["mean of K", "uncertainty"] if k > 1 else []
+  columns = " | ".join(["masked input", "one sample"] + means + [
       METHOD_TITLES.get(b, b) for b in results["baselines"]] + ["original"])
   for m, grid in results["grids"].items():
     lines += ["", f"![{m}]({grid})", "", f"{m}: {columns}"]
@@ -557,7 +586,7 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
       if run.save_grid(out_dir):
         grids[mask] = run.grid_name()
 
-  methods = (MODEL,) + tuple(ec.baselines)
+  methods = model_methods(config) + tuple(ec.baselines)
   table = summarise(log.rows, ec.masks, methods, fid)
   results = results_json(table, config, loaded.step, loaded.weights, grids)
   markdown = results_markdown(results)

@@ -8,6 +8,13 @@ from PIL import Image
 from ffc_ddpm.metrics import to_uint8
 
 GRID_PAD = 2  # white pixels between and around the cells of a grid
+MIN_CELL = 96  # grids show each image at least this many pixels high
+# The uncertainty maps' colours: matplotlib's "inferno" at 0, 1/4, ... 1,
+# spanning a standard deviation of 0 .. UNCERTAINTY_SCALE ([-1, 1] units;
+# 0.5 = 64 of 255 levels), so maps of different images compare.
+INFERNO = np.array([(0, 0, 4), (87, 16, 110), (188, 55, 84), (249, 142, 9),
+                    (252, 255, 164)], np.float64)
+UNCERTAINTY_SCALE = 0.5
 
 
 def masked_input(images_u8: np.ndarray, masks: np.ndarray) -> np.ndarray:
@@ -15,24 +22,44 @@ def masked_input(images_u8: np.ndarray, masks: np.ndarray) -> np.ndarray:
   return np.where(masks > 0.5, np.uint8(255), images_u8).astype(np.uint8)
 
 
+def uncertainty_image(std: np.ndarray) -> np.ndarray:
+  """Standard deviations (..., 1) as uint8 colours (..., 3): the INFERNO
+  map, linear in std / UNCERTAINTY_SCALE, clipped at its top."""
+  level = np.clip(np.asarray(std, np.float64)[..., 0] / UNCERTAINTY_SCALE,
+                  0, 1) * (len(INFERNO) - 1)
+  stops = np.arange(len(INFERNO))
+  return np.stack([np.round(np.interp(level, stops, INFERNO[:, c]))
+                   for c in range(3)], -1).astype(np.uint8)
+
+
+def grid_scale(height: int, min_cell: int = MIN_CELL) -> int:
+  """The whole factor that makes an image at least `min_cell` high."""
+  return max(1, -(-min_cell // height))
+
+
 def inpainting_grid(images: np.ndarray, masks: np.ndarray,
-                    *outputs: np.ndarray, pad: int = GRID_PAD) -> np.ndarray:
+                    *outputs: np.ndarray, pad: int = GRID_PAD,
+                    min_cell: int = MIN_CELL) -> np.ndarray:
   """Rows of [masked input | output(s) | original], uint8 (H', W', 3).
 
   `images` and `outputs` are float in [-1, 1] or uint8, NHWC; masks NHW1.
-  Cell (row i, column j) starts at pixel (pad + i (H + pad), pad + j (W +
-  pad)); the rest is white.
+  Images lower than `min_cell` are enlarged s = `grid_scale(H, min_cell)`
+  times, nearest neighbour (each pixel an s x s block), so they can be
+  seen. Cell (row i, column j) starts at pixel (pad + i (sH + pad), pad +
+  j (sW + pad)); the rest is white.
   """
   images_u8 = _as_uint8(images)
   masks = np.asarray(masks)
   columns = [masked_input(images_u8, masks)]
   columns += [_as_uint8(o) for o in outputs]
   columns.append(images_u8)
-  n, h, w, _ = images_u8.shape
   for j, column in enumerate(columns):
     if column.shape != images_u8.shape:
       raise ValueError(f"inpainting_grid: column {j} has shape "
                        f"{column.shape}, expected {images_u8.shape}")
+  scale = grid_scale(images_u8.shape[1], min_cell)
+  columns = [c.repeat(scale, 1).repeat(scale, 2) for c in columns]
+  n, h, w, _ = columns[0].shape
   grid = np.full((n * (h + pad) + pad, len(columns) * (w + pad) + pad, 3),
                  255, np.uint8)
   for i in range(n):

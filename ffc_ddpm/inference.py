@@ -15,6 +15,7 @@ from typing import Any
 from absl import logging
 import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
 from jax.sharding import Mesh
 import numpy as np
 
@@ -58,6 +59,9 @@ def load_weights(config, workdir: str, mesh: Mesh, step: int | None = None):
 
   The EMA weights when `config.eval.use_ema` and the checkpoint has them
   (a converted guided-diffusion / RePaint checkpoint has `params` only).
+  Without `step`, the newest checkpoint that reads: damaged newer ones are
+  skipped (and set aside when no other run holds the workdir). Reads only:
+  nothing is created in the workdir.
   """
   model = models.create_model(config.model)
   abstract = jax.eval_shape(
@@ -66,12 +70,9 @@ def load_weights(config, workdir: str, mesh: Mesh, step: int | None = None):
   abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       abstract, shardings)
-  ckpt = checkpoint.Checkpointer(workdir)
-  try:
+  with checkpoint.Checkpointer(workdir, writable=False) as ckpt:
     params, step, name = ckpt.restore_weights(abstract, step,
                                               use_ema=config.eval.use_ema)
-  finally:
-    ckpt.close()
   logging.info("Loaded %s of step %d from %s", name, step, workdir)
   return model, params, step, name
 
@@ -97,6 +98,53 @@ def load(config, workdir: str, step: int | None = None,
                    create_sampler(config, model))
 
 
+# ------------------------------------------------------- K samples each
+def sample_keys(key: jax.Array, extra: jax.Array | None, indices,
+                num_samples: int) -> jax.Array:
+  """Keys of K samples of each example, (N K,), example i's in rows
+  i K .. i K + K - 1.
+
+  Sample 0 of example i has `example_keys(key, i)`, the key of a single
+  sample, so the first of K samples does not depend on K; sample k > 0 has
+  `example_keys(fold_in(extra, k), i)`. `extra` must be a key nothing else
+  derives from (its own purpose folded into the seed); with K = 1 it is
+  not read.
+  """
+  first = samplers.example_keys(key, indices)[None]
+  more = [samplers.example_keys(jax.random.fold_in(extra, k), indices)[None]
+          for k in range(1, num_samples)]
+  return jnp.concatenate([first] + more).T.reshape(-1)
+
+
+def sample_k(inference: Inference, x_known: jax.Array, mask: jax.Array,
+             indices: jax.Array, key: jax.Array, extra: jax.Array | None,
+             num_samples: int, progress=None) -> jax.Array:
+  """K independent samples of each example in one sampler call: the batch
+  repeated K times, with `sample_keys`. Returns (N, K, H, W, C)."""
+  repeat = lambda a: jnp.repeat(a, num_samples, axis=0)
+  keys = sample_keys(key, extra, indices, num_samples)
+  out = inference.sampler(inference.params, repeat(x_known), repeat(mask),
+                          keys, progress=progress)
+  return out.reshape((-1, num_samples) + out.shape[1:])
+
+
+def mean_of_samples(samples: jax.Array, x_known: jax.Array,
+                    mask: jax.Array) -> jax.Array:
+  """The per-pixel mean of each example's K samples (N, K, H, W, C), in
+  float, with the known pixels of x_known exactly (their mean may differ in
+  the last bit). The distortion-optimal estimate: E[x_0 | known] minimises
+  the expected squared error, which PSNR scores."""
+  return jnp.where(mask > 0.5, jnp.mean(samples, axis=1), x_known)
+
+
+def std_of_samples(samples: jax.Array, mask: jax.Array) -> jax.Array:
+  """The uncertainty map (N, H, W, 1): the per-pixel standard deviation
+  across the K samples, sqrt(mean over channels of Var_k), in the units of
+  the images ([-1, 1] images: 0..1); 0 outside the hole."""
+  variance = jnp.mean(jnp.var(samples, axis=1), axis=-1, keepdims=True)
+  return jnp.where(mask > 0.5, jnp.sqrt(variance), 0.0)
+
+
 def padded_batch_size(batch_size: int, count: int) -> int:
   """The batch that `count` examples are sampled in: `batch_size`, or for
   fewer examples the next power of two (few shapes to compile, little
@@ -109,17 +157,19 @@ def padded_batch_size(batch_size: int, count: int) -> int:
 def sample_padded(inference: Inference, x_known: np.ndarray,
                   mask: np.ndarray, indices: np.ndarray, key: jax.Array,
                   batch_size: int, progress=None,
-                  step_progress=None) -> np.ndarray:
+                  step_progress=None, num_samples: int = 1,
+                  extra: jax.Array | None = None) -> np.ndarray:
   """Samples host arrays of any length in equal, sharded batches.
 
-  Batches have `padded_batch_size(batch_size, len(indices))` examples, the
-  last padded by repeating its final example. Example i's noise comes from
-  `key` folded with indices[i], whatever the batch. `progress(done_images,
-  total_images)` follows the batches, `step_progress(done_steps,
-  total_steps)` the sampler within each. Returns float32 images in [-1, 1]
-  on every host.
+  Batches have `padded_batch_size(batch_size // num_samples,
+  len(indices))` examples (each sampled `num_samples` times, `sample_k`),
+  the last padded by repeating its final example. Example i's noise comes
+  from `key` (and `extra` for samples k > 0) folded with indices[i],
+  whatever the batch. `progress(done_images, total_images)` follows the
+  batches, `step_progress(done_steps, total_steps)` the sampler within each.
+  Returns float32 images in [-1, 1], (N, K, H, W, C), on every host.
   """
-  size = padded_batch_size(batch_size, len(indices))
+  size = padded_batch_size(max(1, batch_size // num_samples), len(indices))
   outputs = []
   for start in range(0, len(indices), size):
     chunk = slice(start, start + size)
@@ -129,12 +179,11 @@ def sample_padded(inference: Inference, x_known: np.ndarray,
              "index": pad(np.asarray(indices[chunk]))}
     local = {k: v[_process_rows(size)] for k, v in local.items()}
     batch = parallel.global_batch(local, inference.mesh)
-    keys = samplers.example_keys(key, batch["index"])
-    out = inference.sampler(inference.params, batch["x"], batch["mask"], keys,
-                            progress=step_progress)
+    out = sample_k(inference, batch["x"], batch["mask"], batch["index"], key,
+                   extra, num_samples, progress=step_progress)
     outputs.append(fetch(out)[:n])
     if progress is not None:
-      progress(start + n, len(indices))
+      progress((start + n) * num_samples, len(indices) * num_samples)
   return np.concatenate(outputs)
 
 

@@ -1,10 +1,15 @@
 """Inpainting for users: their own photos and masks, at any size; sampling.
 
-A photo of any size and aspect is resized to the model's square input, the
-model fills the hole, and its output is resized back and used only inside the
+The model sees a square window of the photo around the hole (the shorter
+side, or the hole's extent; reflect-padded past the borders), resized to its
+input, so a face is never stretched; a model pixel is a hole when any hole
+pixel is under its resize kernel, so no hole colour reaches the known pixels
+it sees. Its output is resized back to the window and used only inside the
 hole: every known pixel of the user's image is returned exactly, in the
 image's own mode (grey, grey + alpha, RGB or RGBA; other modes become RGB).
 The model sees the image composited on white, as training data is read.
+With K samples (--num_samples) the per-pixel mean can be written instead
+(--reduce=mean), and an uncertainty map beside the results.
 
 Masks are images (white = hole) of any size, a folder of them named like the
 images, or a mask protocol name (`center`, `random`, ...) drawn as in
@@ -33,9 +38,9 @@ from ffc_ddpm import images, inference, metrics
 from ffc_ddpm.data import images as image_files
 from ffc_ddpm.data import masks as masks_lib
 
-INPAINT, SAMPLE = 4, 5  # purposes folded into the seed key
+INPAINT, SAMPLE, INPAINT_EXTRA = 4, 5, 7  # purposes folded into the seed key
+REDUCTIONS = ("none", "mean")  # --reduce: every sample, or their mean
 KEPT_MODES = ("L", "LA", "RGB", "RGBA")  # given back in their own mode
-_INFLUENCE = 1e-3  # model pixels drawing more than this from the hole are holes
 
 
 # --------------------------------------------------------------- photos
@@ -149,32 +154,95 @@ def user_hole(spec: str, relative: pathlib.Path, height: int, width: int,
 
 
 # ------------------------------------------------------ resize in and out
-def _resize_float(channel: np.ndarray, size: int) -> np.ndarray:
-  """A float (H, W) array resized to (size, size), bicubic as the image."""
-  img = Image.fromarray(channel.astype(np.float32), mode="F")
-  return np.asarray(img.resize((size, size), Image.Resampling.BICUBIC))
+BICUBIC_SUPPORT = 2.0  # the bicubic kernel's radius in output pixels
+
+
+@dataclasses.dataclass(frozen=True)
+class Window:
+  """The square of the photo the model sees: rows top..top + side, columns
+  left..left + side; parts outside the photo are reflect-padded."""
+  top: int
+  left: int
+  side: int
+
+
+def _window_start(lo: int, hi: int, side: int, length: int) -> int:
+  """Start of a `side`-long window centred on [lo, hi), kept inside
+  [0, length) when it fits, else centred on it."""
+  if side > length:
+    return (length - side) // 2
+  return min(max((lo + hi - side) // 2, 0), length - side)
+
+
+def square_window(hole: np.ndarray) -> Window:
+  """The square around the hole that the model sees, so faces are never
+  stretched: the photo's shorter side, or the hole's extent if longer."""
+  height, width = hole.shape[:2]
+  rows, cols = np.nonzero(hole[..., 0] > 0.5)
+  if not len(rows):
+    rows, cols = np.array([0, height - 1]), np.array([0, width - 1])
+  r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+  side = max(min(height, width), r1 - r0, c1 - c0)
+  return Window(_window_start(r0, r1, side, height),
+                _window_start(c0, c1, side, width), int(side))
+
+
+def crop_window(array: np.ndarray, window: Window) -> np.ndarray:
+  """array[window] (H, W, ...) -> (side, side, ...), reflect-padded."""
+  height, width = array.shape[:2]
+  top, left, side = window.top, window.left, window.side
+  pads = [(max(-top, 0), max(top + side - height, 0)),
+          (max(-left, 0), max(left + side - width, 0))]
+  inside = array[max(top, 0):top + side, max(left, 0):left + side]
+  return np.pad(inside, pads + [(0, 0)] * (array.ndim - 2), mode="reflect")
+
+
+def bicubic_support(in_size: int, out_size: int) -> np.ndarray:
+  """(out, in) 0/1 matrix: which input pixels PIL's bicubic resize reads for
+  each output pixel (Pillow's Resample.c precompute_coeffs: the kernel of
+  radius 2 widened by in/out when shrinking, taps at |j + 0.5 - centre| <
+  support, centre = (i + 0.5) in/out)."""
+  scale = in_size / out_size
+  support = BICUBIC_SUPPORT * max(scale, 1.0)
+  centre = (np.arange(out_size) + 0.5) * scale
+  lo = np.maximum(np.trunc(centre - support + 0.5), 0)[:, None]
+  hi = np.minimum(np.trunc(centre + support + 0.5), in_size)[:, None]
+  taps = np.arange(in_size)[None]
+  return ((taps >= lo) & (taps < hi)).astype(np.float32)
+
+
+def hole_at_size(hole: np.ndarray, size: int) -> np.ndarray:
+  """The square hole (S, S, 1) at (size, size): a model pixel is a hole when
+  any hole pixel lies under the bicubic kernel's support -- the mask
+  filtered by |kernel| > 0, so no hole colour reaches a known pixel (the
+  signed kernel's negative lobes can cancel the hole's weight)."""
+  reach = bicubic_support(hole.shape[0], size)
+  return ((reach @ hole[..., 0] @ reach.T) > 0).astype(np.float32)[..., None]
 
 
 def to_model_input(rgb: np.ndarray, hole: np.ndarray, size: int):
   """(image in [-1, 1], mask) at the model's (size, size).
 
-  The image is resized bicubically; a model pixel is a hole when the
-  user's hole weighs in it at all (the same filter applied to the mask), so
-  no colour from inside the hole reaches the known pixels the model sees.
+  The square window around the hole (`square_window`) is resized
+  bicubically, never stretched; the mask covers every model pixel that
+  reads a hole pixel (`hole_at_size`), so only known colours are seen.
   """
-  image = Image.fromarray(rgb).resize((size, size), Image.Resampling.BICUBIC)
+  window = square_window(hole)
+  image = Image.fromarray(crop_window(rgb, window)).resize(
+      (size, size), Image.Resampling.BICUBIC)
   x = np.asarray(image, np.float32) / 127.5 - 1.0
-  weight = np.abs(_resize_float(hole[..., 0], size))
-  return x, (weight > _INFLUENCE).astype(np.float32)[..., None]
+  return x, hole_at_size(crop_window(hole, window), size)
 
 
 def from_model_output(output: np.ndarray, photo: Photo,
                       hole: np.ndarray) -> np.ndarray:
-  """The model's output resized to the photo and used inside the hole only;
-  the photo's own pixels (and mode) everywhere else."""
+  """The model's output resized to its window of the photo and used inside
+  the hole only; the photo's own pixels (and mode) everywhere else."""
   height, width = photo.size
+  window = square_window(hole)
   filled = Image.fromarray(np.asarray(metrics.to_uint8(output)))
-  filled = filled.resize((width, height), Image.Resampling.BICUBIC)
+  filled = filled.resize((window.side, window.side),
+                         Image.Resampling.BICUBIC)
   pixels = photo.pixels
   channels = 1 if pixels.ndim == 2 else pixels.shape[2]
   if channels in (1, 2):
@@ -185,17 +253,49 @@ def from_model_output(output: np.ndarray, photo: Photo,
   where = hole[..., 0] > 0.5
   if pixels.ndim == 3:
     where = where[..., None]
-  return np.where(where, fill, pixels).astype(np.uint8)
+  placed = _place(fill, window, pixels)  # the window holds the whole hole
+  return np.where(where, placed, pixels).astype(np.uint8)
+
+
+def _place(fill: np.ndarray, window: Window, base: np.ndarray) -> np.ndarray:
+  """`base` (H, W, ...) with the part under `window` taken from `fill`
+  (side, side, ...)."""
+  height, width = base.shape[:2]
+  r0, r1 = max(window.top, 0), min(window.top + window.side, height)
+  c0, c1 = max(window.left, 0), min(window.left + window.side, width)
+  placed = base.copy()
+  placed[r0:r1, c0:c1] = fill[r0 - window.top:r1 - window.top,
+                              c0 - window.left:c1 - window.left]
+  return placed
+
+
+def uncertainty_at_photo(std: np.ndarray, hole: np.ndarray) -> np.ndarray:
+  """The model's uncertainty map (size, size, 1) on the photo: (H, W, 1),
+  resized (bilinear) to the hole's window, 0 outside the hole."""
+  window = square_window(hole)
+  big = Image.fromarray(np.asarray(std, np.float32)[..., 0], mode="F")
+  big = np.asarray(big.resize((window.side, window.side),
+                              Image.Resampling.BILINEAR))[..., None]
+  placed = _place(big, window, np.zeros(hole.shape, np.float32))
+  return np.where(hole > 0.5, placed, 0.0).astype(np.float32)
 
 
 # ------------------------------------------------------------ inpainter
+@dataclasses.dataclass(frozen=True)
+class Inpainted:
+  """One photo's results, at its size and in its mode."""
+  results: list[np.ndarray]  # the K samples, or ("mean") their mean
+  uncertainty: np.ndarray | None  # (H, W, 1) std across K > 1 samples in
+  #                                 [-1, 1] units, 0 outside the hole
+
+
 class Inpainter:
   """A checkpoint loaded once, for inpainting photos of any size.
 
-  Sample k of photo i depends only on (config.seed, index * num_samples + k)
-  with index = first_index + i, so results do not depend on how photos are
-  grouped into calls. `bar` (a tqdm bar) is advanced by each result; without
-  it a call draws its own.
+  Sample k of photo i depends only on (config.seed, index, k) with index =
+  first_index + i (`inference.sample_keys`: sample 0 is the same for any
+  K), so results do not depend on how photos are grouped into calls. `bar`
+  (a tqdm bar) is advanced by each result; without it a call draws its own.
   """
 
   def __init__(self, config, workdir: str, step: int | None = None):
@@ -205,24 +305,34 @@ class Inpainter:
 
   def inpaint(self, photos: Sequence[Photo], holes: Sequence[np.ndarray],
               num_samples: int = 1, first_index: int = 0,
-              bar=None) -> list[list[np.ndarray]]:
-    """For each photo, `num_samples` results at its size and in its mode."""
+              bar=None, reduce: str = "none") -> list[Inpainted]:
+    """For each photo, `num_samples` results (reduce "none") or their
+    per-pixel mean (averaged in float, "mean"), and for K > 1 samples the
+    uncertainty map (`inference.std_of_samples`)."""
     if len(photos) != len(holes) or num_samples < 1:
       raise ValueError(f"inpaint: {len(photos)} photos, {len(holes)} holes, "
                        f"num_samples={num_samples}: expected one hole per "
                        "photo and num_samples >= 1")
+    if reduce not in REDUCTIONS:
+      raise ValueError(f"--reduce={reduce}: expected one of "
+                       f"{', '.join(REDUCTIONS)}")
     for photo, hole in zip(photos, holes):
       if hole.shape != photo.size + (1,):
         raise ValueError(f"inpaint: hole of shape {hole.shape} for a photo of"
                          f" {photo.size}; expected {photo.size + (1,)}")
     inputs = [to_model_input(p.rgb, h, self.size)
               for p, h in zip(photos, holes)]
-    x = np.repeat(np.stack([i[0] for i in inputs]), num_samples, 0)
-    m = np.repeat(np.stack([i[1] for i in inputs]), num_samples, 0)
-    out = self._sample(x, m, first_index * num_samples, INPAINT, bar)
-    return [[from_model_output(out[i * num_samples + k], photo, hole)
-             for k in range(num_samples)]
-            for i, (photo, hole) in enumerate(zip(photos, holes))]
+    x, m = (np.stack([i[j] for i in inputs]) for j in (0, 1))
+    out = self._sample(x, m, first_index, INPAINT, bar, num_samples)
+    if reduce == "mean":
+      outputs = np.asarray(inference.mean_of_samples(out, x, m))[:, None]
+    else:
+      outputs = out
+    std = np.asarray(inference.std_of_samples(out, m))
+    return [Inpainted([from_model_output(o, photo, hole) for o in outs],
+                      uncertainty_at_photo(s, hole) if num_samples > 1 else
+                      None)
+            for outs, s, photo, hole in zip(outputs, std, photos, holes)]
 
   def sample(self, num_samples: int, first_index: int = 0,
              bar=None) -> np.ndarray:
@@ -235,21 +345,26 @@ class Inpainter:
     out = self._sample(np.zeros(shape + (3,), np.float32),
                        np.ones(shape + (1,), np.float32), first_index,
                        SAMPLE, bar)
-    return np.asarray(metrics.to_uint8(out))
+    return np.asarray(metrics.to_uint8(out[:, 0]))
 
-  def _sample(self, x, mask, first_index: int, purpose: int, bar):
-    key = jax.random.fold_in(jax.random.key(self.config.seed), purpose)
+  def _sample(self, x, mask, first_index: int, purpose: int, bar,
+              num_samples: int = 1) -> np.ndarray:
+    """(N, K, S, S, 3) samples of each example (`inference.sample_k`)."""
+    root = jax.random.key(self.config.seed)
+    key = jax.random.fold_in(root, purpose)
+    extra = jax.random.fold_in(root, INPAINT_EXTRA)
     own = bar is None
     if own:
-      bar = progress_bar(len(x), "sampling" if purpose == SAMPLE else
-                         "inpainting")
+      bar = progress_bar(len(x) * num_samples, "sampling" if
+                         purpose == SAMPLE else "inpainting")
     start = bar.n
     out = inference.sample_padded(
         self.loaded, x, mask, first_index + np.arange(len(x)), key,
         self.config.eval.batch_size,
         progress=lambda done, total: bar.update(start + done - bar.n),
         step_progress=lambda done, total: bar.set_postfix_str(
-            f"denoising step {done}/{total}"))
+            f"denoising step {done}/{total}"),
+        num_samples=num_samples, extra=extra)
     if own:
       bar.close()
     return out
@@ -284,12 +399,15 @@ def list_images(path: str) -> tuple[pathlib.Path, list[pathlib.Path]]:
 
 
 def output_paths(output: str, relatives: Sequence[pathlib.Path],
-                 num_samples: int) -> list[tuple[list[str], str]]:
-  """(sample paths, mask path) of each image.
+                 num_samples: int, reduce: str = "none"
+                 ) -> list[tuple[list[str], str]]:
+  """(result paths, mask path) of each image.
 
   `output` ending in .png names the one result (name_<k>.png for several
-  samples); anything else is a folder, mirroring the images' relative paths.
-  A generated mask goes beside its results as <name>_mask.png.
+  samples with reduce "none"; name.png for their mean); anything else is a
+  folder, mirroring the images' relative paths. With K > 1 samples the
+  uncertainty map is the last result, <name>_uncertainty.png. A generated
+  mask goes beside its results as <name>_mask.png.
   """
   root, ext = os.path.splitext(output)
   ext = ext.lower()
@@ -302,7 +420,9 @@ def output_paths(output: str, relatives: Sequence[pathlib.Path],
                      f"{len(relatives)} images; give a folder")
   bases = [root] if ext == ".png" else [
       os.path.join(output, str(r.with_suffix(""))) for r in relatives]
-  suffixes = [f"_{k}" if num_samples > 1 else "" for k in range(num_samples)]
+  files = 1 if reduce == "mean" else num_samples
+  suffixes = [f"_{k}" if files > 1 else "" for k in range(files)]
+  suffixes += ["_uncertainty"] if num_samples > 1 else []
   paths = [([f"{b}{s}.png" for s in suffixes], f"{b}_mask.png")
            for b in bases]
   owner = {}
@@ -315,19 +435,54 @@ def output_paths(output: str, relatives: Sequence[pathlib.Path],
   return paths
 
 
+def _identity(path) -> tuple[int, int]:
+  """The file behind a path, whatever the spelling or link."""
+  status = os.stat(path)
+  return status.st_dev, status.st_ino
+
+
+def refuse_overwriting_inputs(root: pathlib.Path,
+                              relatives: Sequence[pathlib.Path], mask: str,
+                              targets: list[tuple[list[str], str]]) -> None:
+  """A one-line ValueError when a result (or a generated mask) would be
+  written over an input image or mask file, before anything is written."""
+  masks = [mask_source(mask, r) for r in relatives]
+  inputs = {_identity(f): f for f in [root / r for r in relatives] +
+            [m for m in masks if m is not None]}
+  for (samples, mask_path), generated in zip(targets,
+                                             (m is None for m in masks)):
+    for path in samples + ([mask_path] if generated else []):
+      if os.path.exists(path) and _identity(path) in inputs:
+        raise ValueError(f"--output: writing {path} would overwrite the "
+                         f"input {inputs[_identity(path)]}; choose another "
+                         "--output")
+
+
+def check_inputs(root: pathlib.Path, relatives: Sequence[pathlib.Path],
+                 mask: str, config) -> None:
+  """Opens every photo and mask once before the model loads, so that a bad
+  file stops the run before anything is computed or written."""
+  for i, relative in enumerate(relatives):
+    photo = read_photo(str(root / relative))
+    user_hole(mask, relative, *photo.size, config=config, index=i)
+
+
 def inpaint_files(config, workdir: str, image: str, mask: str, output: str,
-                  num_samples: int = 1, step: int | None = None) -> list[str]:
+                  num_samples: int = 1, step: int | None = None,
+                  reduce: str = "none") -> list[str]:
   """Inpaints an image (or a folder of them); returns the PNG paths written.
 
   `mask`: a mask image (white = hole), a folder of masks named like the
   images, or a mask protocol name (then saved as <result>_mask.png).
+  `reduce`: "none" writes the K samples, "mean" their mean; with K > 1 a
+  colour-mapped uncertainty map goes beside (`output_paths`).
   Photos are read and written a batch at a time, so folders of any size fit
   in memory.
   """
   root, relatives = list_images(image)
-  targets = output_paths(output, relatives, num_samples)
-  for r in relatives:  # every mask is found before any compute
-    mask_source(mask, r)
+  targets = output_paths(output, relatives, num_samples, reduce)
+  refuse_overwriting_inputs(root, relatives, mask, targets)
+  check_inputs(root, relatives, mask, config)
   inpainter = Inpainter(config, workdir, step)
   per_call = max(1, config.eval.batch_size // num_samples)
   bar = progress_bar(len(relatives) * num_samples, "inpainting")
@@ -338,23 +493,27 @@ def inpaint_files(config, workdir: str, image: str, mask: str, output: str,
     holes = [user_hole(mask, relatives[i], *p.size, config=config, index=i)
              for i, p in zip(part, photos)]
     results = inpainter.inpaint(photos, [h for h, _ in holes], num_samples,
-                                first_index=first, bar=bar)
-    for i, samples, (hole, generated) in zip(part, results, holes):
-      written += _save_results(samples, hole, generated, *targets[i])
+                                first_index=first, bar=bar, reduce=reduce)
+    for i, result, (hole, generated) in zip(part, results, holes):
+      written += _save_results(result, hole, generated, *targets[i])
   bar.close()
   logging.info("Wrote %d inpainted image(s): %s", len(written),
                ", ".join(written[:4]) + (" ..." if len(written) > 4 else ""))
   return written
 
 
-def _save_results(samples, hole, generated: bool, paths: list[str],
-                  mask_path: str) -> list[str]:
-  """Writes one photo's results (and its generated mask) on process 0."""
+def _save_results(inpainted: Inpainted, hole, generated: bool,
+                  paths: list[str], mask_path: str) -> list[str]:
+  """Writes one photo's results, its uncertainty map (colour-mapped,
+  `images.uncertainty_image`) and its generated mask on process 0."""
   if not hole.any():
     logging.warning("%s: the mask has no hole, nothing was inpainted",
                     paths[0])
+  files = list(inpainted.results)
+  if inpainted.uncertainty is not None:
+    files.append(images.uncertainty_image(inpainted.uncertainty))
   if jax.process_index() == 0:
-    for result, path in zip(samples, paths):
+    for result, path in zip(files, paths):
       images.save_png(path, result)
     if generated:
       images.save_png(mask_path, (hole[..., 0] * 255).astype(np.uint8))

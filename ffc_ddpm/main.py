@@ -3,9 +3,12 @@
 Intentionally short: parse and check the flags and the config, then hand over
 to the mode's function. Bad input (an unknown mode or config field, a wrong
 value, missing data) ends with one line naming the problem and exit code 2,
-before any compute starts.
+before any compute starts. Any later failure ends the same way: one
+`error: ...` line, the last on the screen (the full trace at debug level,
+--verbosity=1).
 """
 
+import contextlib
 import os
 import sys
 
@@ -34,6 +37,10 @@ _OUTPUT = flags.DEFINE_string(
     "output", None, "inpaint: output PNG (or folder); sample: output folder.")
 _NUM_SAMPLES = flags.DEFINE_integer(
     "num_samples", 1, "inpaint: results per image; sample: images to draw.")
+_REDUCE = flags.DEFINE_enum(
+    "reduce", "none", ["none", "mean"], "inpaint with --num_samples=K: none "
+    "writes the K results, mean their per-pixel mean; with K > 1 an "
+    "uncertainty map (NAME_uncertainty.png) is written too.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Join a multi-process run (TPU pod, GPU cluster) "
     "with jax.distributed.initialize(); only process 0 writes logs and images.")
@@ -59,17 +66,30 @@ class UsageError(ValueError):
 
 def parse_flags(argv: list[str]) -> list[str]:
   """absl parsing, with every problem reduced to one line and exit code 2."""
-  for arg in argv:
-    if arg.startswith("--config="):
-      path = arg.split("=", 1)[1]
-      if not os.path.isfile(path):
-        _fail(f"--config={path}: no such config file")
-      configuration.add_config_root_to_path(path)
   try:
+    for arg in argv:
+      if arg.startswith("--config="):
+        path = arg.split("=", 1)[1]
+        if not os.path.isfile(path):
+          _fail(f"--config={path}: no such config file")
+        configuration.check_field_names(configuration.load_config(path),
+                                        _overridden_fields(argv))
     return flags.FLAGS(argv)
-  except (flags.Error, KeyError, AttributeError, TypeError, ValueError,
-          ImportError, SyntaxError) as e:
+  except configuration.ConfigError as e:
+    _fail(_one_line(e))
+  except Exception as e:  # pylint: disable=broad-except
     _fail(f"flags: {_one_line(e)}")
+
+
+def _overridden_fields(argv: list[str]) -> list[str]:
+  """'train.num_steps' of each --config.train.num_steps=V (or
+  --noconfig.X) flag."""
+  names = []
+  for arg in argv:
+    for prefix in ("--config.", "--noconfig."):
+      if arg.startswith(prefix):
+        names.append(arg[len(prefix):].split("=", 1)[0])
+  return names
 
 
 def check(config) -> None:
@@ -103,10 +123,29 @@ def check(config) -> None:
 
 
 def run(config, workdir: str) -> None:
-  """Hands over to the chosen mode (imports are heavy, so made late)."""
+  """Hands over to the chosen mode (imports are heavy, so made late).
+
+  Training holds the workdir (one training run at a time), taken before
+  anything heavy starts. Evaluation holds only its output folder
+  WORKDIR/eval, so a model can be scored while it trains; inpaint and sample
+  only read the workdir.
+  """
+  # pylint: disable=g-import-not-at-top
+  from ffc_ddpm import lock
+  mode = _MODE.value
+  holding = contextlib.nullcontext()
+  if mode == "train":
+    holding = lock.hold_workdir(workdir)
+  elif mode == "eval":
+    holding = lock.hold_workdir(os.path.join(workdir, "eval"), create=False)
+  with holding:
+    _run_mode(config, workdir, mode)
+
+
+def _run_mode(config, workdir: str, mode: str) -> None:
+  """Runs one mode's function."""
   # pylint: disable=g-import-not-at-top
   from ffc_ddpm import evaluate, inpaint, train
-  mode = _MODE.value
   if mode == "train":
     train.train(config, workdir)
     if config.train.eval_after_train:
@@ -116,7 +155,8 @@ def run(config, workdir: str) -> None:
     evaluate.evaluate(config, workdir, _STEP.value)
   elif mode == "inpaint":
     inpaint.inpaint_files(config, workdir, _IMAGE.value, _MASK.value,
-                          _OUTPUT.value, _NUM_SAMPLES.value, _STEP.value)
+                          _OUTPUT.value, _NUM_SAMPLES.value, _STEP.value,
+                          reduce=_REDUCE.value)
   else:
     inpaint.sample_files(config, workdir, _OUTPUT.value or workdir,
                          _NUM_SAMPLES.value, _STEP.value)
@@ -139,9 +179,10 @@ def main(argv) -> None:
                  jax.process_count(), jax.local_devices())
     logging.info("Config:\n%s", config)
     run(config, _WORKDIR.value)
-  except (ValueError, OSError) as e:
+  except Exception as e:  # pylint: disable=broad-except
     logging.debug("Full trace of the error below:", exc_info=True)
-    _fail(_one_line(e))
+    expected = isinstance(e, (ValueError, OSError))
+    _fail(_one_line(e) if expected else f"{type(e).__name__}: {_one_line(e)}")
 
 
 def _one_line(e: BaseException) -> str:
@@ -149,8 +190,18 @@ def _one_line(e: BaseException) -> str:
   return " ".join(text.split())
 
 
+def _close_progress_bars() -> None:
+  """Ends the progress bars a failure left open, so that the error line
+  comes after them instead of being glued to one."""
+  import tqdm  # pylint: disable=g-import-not-at-top
+  for bar in list(getattr(tqdm.tqdm, "_instances", ())):
+    bar.close()
+
+
 def _fail(message: str) -> None:
-  print(f"error: {message}", file=sys.stderr)
+  _close_progress_bars()
+  sys.stdout.flush()
+  print(f"error: {message}", file=sys.stderr, flush=True)
   sys.exit(2)
 
 

@@ -27,8 +27,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from ffc_ddpm import checkpoint, configuration, images, inference, metrics
-from ffc_ddpm import models, parallel
+from ffc_ddpm import checkpoint, configuration, images, inference, lock
+from ffc_ddpm import metrics, models, parallel
 from ffc_ddpm.data import pipeline
 from ffc_ddpm.diffusion import losses, process, samplers
 
@@ -129,21 +129,27 @@ def checkpoint_items(state: TrainState) -> dict[str, Any]:
 
 def restore_or_create(config, model, tx, mesh, ckpt: checkpoint.Checkpointer,
                       data_iterator) -> TrainState:
-  """The latest checkpoint's state (and data position), or a fresh state.
+  """The newest readable checkpoint's state (and data position), or a fresh
+  state when there is no checkpoint.
 
   A checkpoint is read straight into the state's shardings; nothing is
-  initialised first.
+  initialised first. Damaged newer checkpoints are skipped and set aside
+  (checkpoint.Checkpointer.newest_readable).
   """
-  step = ckpt.latest_step()
-  if step is None:
-    return create_train_state(config, model, tx, mesh)
-  seed = ckpt.restore_meta(step).get("seed", config.seed)
-  if seed != config.seed:
-    raise configuration.ConfigError(
-        f"config.seed={config.seed}: expected {seed}, the seed of the run in "
-        f"{ckpt.directory} (or start a new workdir)")
+
+  def check_seed(meta):
+    seed = meta.get("seed", config.seed)
+    if seed != config.seed:
+      raise configuration.ConfigError(
+          f"config.seed={config.seed}: expected {seed}, the seed of the run "
+          f"in {ckpt.directory} (or start a new workdir)")
+
   abstract = abstract_train_state(config, model, tx, mesh)
-  items = ckpt.restore(step, checkpoint_items(abstract), data_iterator)
+  found = ckpt.restore_latest(checkpoint_items(abstract), data_iterator,
+                              check_meta=check_seed)
+  if found is None:
+    return create_train_state(config, model, tx, mesh)
+  step, items = found
   logging.info("Resumed from step %d in %s", step, ckpt.directory)
   progress = items.pop("progress")
   return TrainState(**items, **progress)
@@ -188,7 +194,8 @@ def make_train_step(config, model, diffusion, tx) -> Callable:
           apply_fn, params, diffusion, batch["image"], batch["mask"],
           noise_key, conditioning=config.diffusion.conditioning,
           noise_conditioning=config.model.noise_conditioning,
-          kind=config.diffusion.loss, region=config.diffusion.loss_region)
+          kind=config.diffusion.loss, region=config.diffusion.loss_region,
+          normalisation=config.diffusion.loss_normalisation)
 
     (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -407,9 +414,10 @@ def create_monitor(config, model, mesh, workdir, writer) -> Monitor | None:
 
 # ------------------------------------------------------------------ loop
 def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
-  """Trains to config.train.num_steps, resuming from WORKDIR's latest
-  checkpoint if any; returns the final state.
+  """Trains to config.train.num_steps, resuming from WORKDIR's newest
+  readable checkpoint if any; returns the final state.
 
+  Holds the workdir (lock.hold_workdir): a second run on it stops at once.
   Raises NonFiniteLossError (naming the step) on NaN/Inf, keeping the last
   good checkpoint, and Preempted (exit status 0) after the checkpoint that
   a SIGTERM asked for.
@@ -419,9 +427,9 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   mesh = parallel.create_mesh(tc.model_axis_size)
   model = models.create_model(config.model)
   tx = create_optimizer(tc)
-  data_iterator = pipeline.create_train_iterator(config, mesh)
-  with checkpoint.Checkpointer(workdir, keep=tc.keep_checkpoints,
-                               keep_every=tc.keep_every) as ckpt:
+  with lock.hold_workdir(workdir), checkpoint.Checkpointer(
+      workdir, keep=tc.keep_checkpoints, keep_every=tc.keep_every) as ckpt:
+    data_iterator = pipeline.create_train_iterator(config, mesh)
     state = restore_or_create(config, model, tx, mesh, ckpt, data_iterator)
     if jax.process_index() == 0:
       parameter_overview.log_parameter_overview(

@@ -13,7 +13,7 @@ import shutil
 import jax
 import numpy as np
 
-from ffc_ddpm import checkpoint, configuration, models, train
+from ffc_ddpm import checkpoint, configuration, images, models, train
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -58,6 +58,14 @@ def random_checkpoint(config, workdir: pathlib.Path, seed: int = 0,
 
 def grid_cell(grid: np.ndarray, row: int, column: int, size: int,
               pad: int = 2) -> np.ndarray:
-  """Cell (row, column) of an images.inpainting_grid of size x size cells."""
-  top, left = pad + row * (size + pad), pad + column * (size + pad)
-  return grid[top:top + size, left:left + size]
+  """Cell (row, column) of an images.inpainting_grid of size x size images,
+  at the images' size: the grid shows them enlarged s times, each pixel an
+  s x s block (checked here)."""
+  scale = images.grid_scale(size)
+  cell = size * scale
+  top, left = pad + row * (cell + pad), pad + column * (cell + pad)
+  block = grid[top:top + cell, left:left + cell]
+  image = block[::scale, ::scale]
+  np.testing.assert_array_equal(block, image.repeat(scale, 0).repeat(scale,
+                                                                     1))
+  return image

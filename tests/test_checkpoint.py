@@ -3,12 +3,17 @@
 Whole runs that are killed and resumed are in test_train.py.
 """
 
+import fcntl
+import logging
+import os
+import shutil
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ffc_ddpm import checkpoint
+from ffc_ddpm import checkpoint, lock
 
 
 def _state(scale: float = 1.0) -> dict:
@@ -130,3 +135,106 @@ def test_object_store_paths_are_kept(tmp_path, monkeypatch):
       "gs://bucket/run/checkpoints")
   monkeypatch.chdir(tmp_path)
   assert checkpoint.checkpoint_dir("run") == tmp_path / "run" / "checkpoints"
+
+
+# ------------------------------------------------------ damaged checkpoints
+def _truncate_largest_file(folder):
+  """Cuts the largest file under `folder` to half, as a torn copy would."""
+  largest = max((p for p in folder.rglob("*") if p.is_file()),
+                key=lambda p: p.stat().st_size)
+  os.truncate(largest, largest.stat().st_size // 2)
+
+
+DAMAGES = {
+    "params data truncated": lambda step: _truncate_largest_file(
+        step / "params"),
+    "params manifest deleted": lambda step: (
+        step / "params" / "manifest.ocdbt").unlink(),
+    "progress item deleted": lambda step: shutil.rmtree(step / "progress"),
+}
+
+
+@pytest.mark.parametrize("damage", sorted(DAMAGES))
+def test_a_damaged_newest_checkpoint_is_skipped_and_set_aside(saved, damage,
+                                                              caplog):
+  DAMAGES[damage](saved / "checkpoints" / "2")
+  with checkpoint.Checkpointer(str(saved)) as ckpt:
+    step, restored = ckpt.restore_latest(_abstract(_state()))
+    assert ckpt.all_steps() == [1]
+  assert step == 1
+  np.testing.assert_array_equal(restored["params"]["conv"]["bias"],
+                                [0.0, 1.0, 2.0, 3.0])  # _state(1.0)'s
+  warnings = [r.getMessage() for r in caplog.records
+              if r.levelno == logging.WARNING and "checkpoint 2" in
+              r.getMessage()]
+  assert len(warnings) == 1 and "\n" not in warnings[0], warnings
+  assert warnings[0].startswith(f"checkpoint 2 in {saved / 'checkpoints'} "
+                                "is unreadable (")
+  assert warnings[0].endswith(f"moved to {saved / 'checkpoints' / 'damaged' / '2'}"
+                              "; using step 1")
+  assert (saved / "checkpoints" / "damaged" / "2" / "params").is_dir()
+  assert not (saved / "checkpoints" / "2").exists()
+
+
+def test_weights_for_inference_fall_back_too(saved):
+  _truncate_largest_file(saved / "checkpoints" / "2" / "params")
+  with checkpoint.Checkpointer(str(saved), writable=False) as ckpt:
+    params, step, name = ckpt.restore_weights(_abstract(_state())["params"])
+  assert (step, name) == (1, "params")
+  np.testing.assert_array_equal(params["conv"]["kernel"],
+                                np.full((3, 3, 2, 4), 1.0))
+  assert (saved / "checkpoints" / "damaged" / "2").is_dir()
+
+
+def test_training_resumes_after_the_fallback_and_saves_that_step_again(saved):
+  _truncate_largest_file(saved / "checkpoints" / "2" / "params")
+  with checkpoint.Checkpointer(str(saved)) as ckpt:
+    assert ckpt.restore_latest(_abstract(_state()))[0] == 1
+    ckpt.save(2, _state(5.0), {"step": 2})
+  with checkpoint.Checkpointer(str(saved)) as ckpt:
+    step, restored = ckpt.restore_latest(_abstract(_state()))
+  assert step == 2 and float(restored["params"]["conv"]["bias"][1]) == 5.0
+
+
+def test_without_a_readable_checkpoint_it_stops_and_moves_nothing(saved):
+  for step in ("1", "2"):
+    _truncate_largest_file(saved / "checkpoints" / step / "params")
+  with checkpoint.Checkpointer(str(saved)) as ckpt:
+    with pytest.raises(checkpoint.DamagedCheckpointError) as error:
+      ckpt.restore_latest(_abstract(_state()))
+  message = str(error.value)
+  assert message.startswith(f"no readable checkpoint in {saved / 'checkpoints'}"
+                            " (2 damaged; the newest: checkpoint 2 in ")
+  assert "\n" not in message and message.endswith("nothing was moved")
+  assert sorted(p.name for p in (saved / "checkpoints").iterdir()) == ["1", "2"]
+
+
+def test_another_config_is_refused_not_taken_for_damage(saved):
+  state = _abstract(_state())
+  state["params"]["conv"]["bias"] = jax.ShapeDtypeStruct((5,), jnp.float32)
+  with checkpoint.Checkpointer(str(saved)) as ckpt:
+    with pytest.raises(ValueError, match="'conv/bias' is stored with shape"):
+      ckpt.restore_latest(state)
+    assert ckpt.all_steps() == [1, 2]
+
+
+def test_a_workdir_held_by_another_run_keeps_its_damaged_checkpoint(saved,
+                                                                    caplog):
+  _truncate_largest_file(saved / "checkpoints" / "2" / "params")
+  held = open(saved / lock.LOCK_NAME, "w")  # another open file: another run
+  fcntl.flock(held, fcntl.LOCK_EX)
+  try:
+    with checkpoint.Checkpointer(str(saved), writable=False) as ckpt:
+      assert ckpt.restore_weights(_abstract(_state())["params"])[1] == 1
+  finally:
+    held.close()
+  assert (saved / "checkpoints" / "2").is_dir()
+  assert "left in place as another run holds the workdir" in caplog.text
+  assert not (saved / "checkpoints" / "damaged").exists()
+
+
+def test_reading_creates_nothing(tmp_path):
+  with checkpoint.Checkpointer(str(tmp_path / "run"), writable=False) as ckpt:
+    with pytest.raises(FileNotFoundError, match="train first"):
+      ckpt.restore_weights({"w": jax.ShapeDtypeStruct((3,), jnp.float32)})
+  assert not (tmp_path / "run").exists()

@@ -36,6 +36,7 @@ def test_paper_config_is_the_paper():
   assert config.model.ffc.enabled and config.model.noise_conditioning == "abar"
   assert config.diffusion.loss == "mse"
   assert config.diffusion.loss_region == "hole"
+  assert config.diffusion.loss_normalisation == "hole"
   assert config.train.lr_schedule == "cosine"
   assert (config.data.num_val, config.data.num_test) == (18, 2000)
   assert not load("celebahq_noffc").model.ffc.enabled
@@ -58,6 +59,8 @@ def test_image_size_is_shared_by_data_and_model():
     ("eval.baselines", ("mean", "lama"), "a tuple of names"),
     ("eval.masks", (), "a non-empty tuple"),
     ("model.attention_resolutions", (16, 0), "positive integers"),
+    ("diffusion.loss_normalisation", "pixels", "one of hole, all"),
+    ("eval.num_samples", 0, "an integer in [1, inf]"),
 ])
 def test_bad_value_names_field_value_and_expectation(field, value, expected):
   config = load("test")

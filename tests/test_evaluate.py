@@ -170,6 +170,67 @@ def test_markdown_table_lists_the_baselines_and_the_model(clean):
     assert f"![{mask}](grid_{mask}.png)" in text
 
 
+# ---------------------------------------------------------- mean of K
+@pytest.fixture(scope="module")
+def mean_of_k(trained, tmp_path_factory):
+  workdir = helpers.copy_checkpoints(trained, tmp_path_factory.mktemp("k"))
+  config = eval_config()
+  config.eval.num_samples = 3
+  return workdir, evaluate.evaluate(config, str(workdir))
+
+
+def test_mean_of_k_is_scored_beside_the_unchanged_first_sample(clean,
+                                                               mean_of_k):
+  """The first sample's rows are those of K = 1; the mean of K has its own
+  rows (scikit-image's scores of its grid column), its entry in
+  results.json and its row in results.md; the grid shows it and the
+  uncertainty map, whose colour is that of 0 outside the hole."""
+  clean_dir, clean_results = clean
+  workdir, results = mean_of_k
+  rows = {(r["mask"], int(r["index"]), r["method"]): r
+          for r in read_csv(workdir)}
+  for (mask, index, method), row in {
+      (r["mask"], int(r["index"]), r["method"]): r
+      for r in read_csv(clean_dir)}.items():
+    assert float(rows[mask, index, method]["psnr"]) == pytest.approx(
+        float(row["psnr"]), abs=1e-3)
+  for mask in MASKS:
+    entry = results["masks"][mask]
+    assert entry["psnr"] == pytest.approx(
+        clean_results["masks"][mask]["psnr"], abs=1e-3)
+    assert set(entry["mean_of_k"]) == {"k", "psnr", "ssim"}
+    assert entry["mean_of_k"]["k"] == 3
+    sel = [r for r in rows.values()
+           if r["mask"] == mask and r["method"] == "mean_of_k"]
+    assert len(sel) == 8
+    assert entry["mean_of_k"]["psnr"] == pytest.approx(
+        np.mean([float(r["psnr"]) for r in sel]), rel=1e-12)
+    assert clean_results["masks"][mask]["mean_of_k"] == {
+        "k": 1, "psnr": clean_results["masks"][mask]["psnr"],
+        "ssim": clean_results["masks"][mask]["ssim"]}
+    grid = read_grid(workdir, mask)
+    for i in range(4):
+      cell = lambda j: helpers.grid_cell(grid, i, j, SIZE)
+      original = cell(4 + len(BASELINES))
+      hole = masks_lib.eval_mask(mask, SIZE, 0, i)[..., 0] == 1
+      np.testing.assert_array_equal(cell(2)[~hole], original[~hole])
+      assert (cell(2)[hole] != cell(1)[hole]).any()
+      psnr, ssim = skimage_scores(cell(2), original)
+      assert float(rows[mask, i, "mean_of_k"]["psnr"]) == pytest.approx(
+          psnr, abs=1e-4)
+      assert float(rows[mask, i, "mean_of_k"]["ssim"]) == pytest.approx(
+          ssim, abs=1e-4)
+      np.testing.assert_array_equal(cell(3)[~hole], np.broadcast_to(
+          evaluate.images.INFERNO[0], cell(3)[~hole].shape))
+      assert (cell(3)[hole] != evaluate.images.INFERNO[0]).any(-1).mean() > 0.9
+  text = (workdir / "eval" / "results.md").read_text()
+  row = [line for line in text.splitlines() if "mean of 3 samples" in line]
+  center = results["masks"]["center"]["mean_of_k"]
+  assert len(row) == 1 and (
+      f"| {center['psnr']:.2f} | {center['ssim']:.3f} |" in row[0])
+  assert "mean of" not in (clean_dir / "eval" / "results.md").read_text()
+
+
 # --------------------------------------------------------------- resume
 def test_interrupted_evaluation_resumes_to_the_same_results(clean, tmp_path,
                                                             monkeypatch):

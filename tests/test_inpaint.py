@@ -34,23 +34,87 @@ def rectangle_hole(height, width, top, left, h, w):
 
 
 # ------------------------------------------------------ resize in and out
-@pytest.mark.parametrize("height,width", [(37, 23), (9, 11)])
+def random_hole(rng, height, width):
+  """A few rectangles and scattered pixels: holes of every shape."""
+  hole = (rng.random((height, width, 1)) < rng.uniform(0, 0.03)).astype(
+      np.float32)
+  for _ in range(rng.integers(0, 3)):
+    top, left = rng.integers(0, height), rng.integers(0, width)
+    hole[top:top + rng.integers(1, height), left:left + rng.integers(
+        1, width)] = 1
+  return hole
+
+
+def test_no_hole_value_reaches_a_known_model_pixel_on_random_holes():
+  """PIL's own bicubic resize of random values placed in the hole only
+  (float, so no rounding hides a small weight) is exactly 0 at every model
+  pixel marked known: no weight, positive or negative, comes from the hole."""
+  rng = np.random.default_rng(0)
+  for _ in range(300):
+    side, size = int(rng.integers(4, 90)), int(rng.choice([8, 16, 32]))
+    hole = random_hole(rng, side, side)
+    photo = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
+    _, mask = inpaint.to_model_input(photo, hole, size)
+    values = rng.normal(size=(side, side)).astype(np.float32) * hole[..., 0]
+    reached = np.asarray(Image.fromarray(values, mode="F").resize(
+        (size, size), Image.Resampling.BICUBIC))
+    np.testing.assert_array_equal(reached[mask[..., 0] == 0], 0)
+    # Every model pixel whose centre lies in the hole is a hole.
+    assert (mask[nearest(hole, size, size)[..., 0] == 1] == 1).all()
+
+
+@pytest.mark.parametrize("height,width", [(37, 23), (9, 11), (11, 40)])
 def test_no_colour_from_the_hole_reaches_the_known_model_pixels(height,
                                                                 width):
   rng = np.random.default_rng(0)
-  photo = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-  hole = rectangle_hole(height, width, height // 3, width // 4, height // 3,
-                        width // 2)
-  repainted = np.where(hole == 1, rng.integers(0, 256, photo.shape), photo)
+  for _ in range(20):
+    photo = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    hole = random_hole(rng, height, width)
+    repainted = np.where(hole == 1, rng.integers(0, 256, photo.shape), photo)
+    x, mask = inpaint.to_model_input(photo, hole, 16)
+    y, mask2 = inpaint.to_model_input(repainted.astype(np.uint8), hole, 16)
+    np.testing.assert_array_equal(mask, mask2)
+    known = mask[..., 0] == 0
+    np.testing.assert_array_equal(x[known], y[known])
+    assert x.shape == (16, 16, 3) and x.min() >= -1 and x.max() <= 1
+
+
+def bicubic(pixels, size):
+  return np.asarray(Image.fromarray(pixels).resize(
+      (size, size), Image.Resampling.BICUBIC), np.float32) / 127.5 - 1
+
+
+def test_a_wide_photo_is_seen_through_a_square_around_the_hole():
+  """No stretching: the model sees the 11 x 11 square centred on the hole."""
+  rng = np.random.default_rng(4)
+  photo = rng.integers(0, 256, (11, 40, 3), dtype=np.uint8)
+  hole = rectangle_hole(11, 40, 3, 25, 4, 6)  # columns 25..30, centre 28
   x, mask = inpaint.to_model_input(photo, hole, 16)
-  y, mask2 = inpaint.to_model_input(repainted.astype(np.uint8), hole, 16)
-  np.testing.assert_array_equal(mask, mask2)
-  known = mask[..., 0] == 0
-  np.testing.assert_array_equal(x[known], y[known])
-  assert x.shape == (16, 16, 3) and x.min() >= -1 and x.max() <= 1
-  # Every model pixel whose centre lies in the hole is a hole.
-  assert (mask[nearest(hole, 16, 16)[..., 0] == 1] == 1).all()
-  assert 0 < mask.mean() < 1
+  np.testing.assert_array_equal(x, bicubic(photo[:, 22:33], 16))
+  np.testing.assert_array_equal(
+      mask, inpaint.hole_at_size(hole[:, 22:33], 16))
+  at_the_edge = rectangle_hole(11, 40, 3, 36, 4, 4)  # kept inside the photo
+  x, _ = inpaint.to_model_input(photo, at_the_edge, 16)
+  np.testing.assert_array_equal(x, bicubic(photo[:, 29:40], 16))
+
+
+def test_a_hole_longer_than_the_short_side_gets_a_reflect_padded_square():
+  rng = np.random.default_rng(5)
+  photo = rng.integers(0, 256, (10, 30, 3), dtype=np.uint8)
+  hole = rectangle_hole(10, 30, 0, 2, 3, 14)  # 14 wide: a 14 x 14 square
+  x, mask = inpaint.to_model_input(photo, hole, 16)
+  reflect = lambda a: np.pad(a[:, 2:16], ((2, 2), (0, 0), (0, 0)), "reflect")
+  np.testing.assert_array_equal(x, bicubic(reflect(photo), 16))
+  np.testing.assert_array_equal(mask, inpaint.hole_at_size(reflect(hole), 16))
+  colour = np.array([10, 200, 30], np.uint8)
+  result = inpaint.from_model_output(
+      np.broadcast_to(colour / 127.5 - 1, (16, 16, 3)),
+      inpaint.photo_from_array(photo), hole)
+  inside = hole[..., 0] == 1
+  assert result.shape == photo.shape
+  np.testing.assert_array_equal(result[~inside], photo[~inside])
+  np.testing.assert_array_equal(result[inside], np.broadcast_to(
+      colour, result[inside].shape))
 
 
 @pytest.mark.parametrize("channels", [None, 2, 3, 4])
@@ -120,7 +184,11 @@ def test_output_paths():
   assert inpaint.output_paths("out.png", one, 1) == [(["out.png"],
                                                       "out_mask.png")]
   assert inpaint.output_paths("out.PNG", one, 2) == [
-      (["out_0.png", "out_1.png"], "out_mask.png")]
+      (["out_0.png", "out_1.png", "out_uncertainty.png"], "out_mask.png")]
+  assert inpaint.output_paths("out.png", one, 3, "mean") == [
+      (["out.png", "out_uncertainty.png"], "out_mask.png")]
+  assert inpaint.output_paths("out.png", one, 1, "mean") == [
+      (["out.png"], "out_mask.png")]
   assert inpaint.output_paths("res", many, 1) == [
       (["res/a.png"], "res/a_mask.png"),
       (["res/sub/b.png"], "res/sub/b_mask.png")]
@@ -161,7 +229,7 @@ def inpainted(trained, tmp_path_factory):
 
 def test_results_have_the_photos_size_and_mode_and_known_pixels(inpainted):
   root, written = inpainted
-  assert len(written) == 2 * len(PHOTOS)
+  assert len(written) == 3 * len(PHOTOS)  # 2 samples, 1 uncertainty map
   for name in PHOTOS:
     photo = np.asarray(Image.open(root / "in" / name))
     stem = str(pathlib.Path(name).with_suffix(""))
@@ -180,6 +248,18 @@ def test_results_have_the_photos_size_and_mode_and_known_pixels(inpainted):
     assert differ.reshape(*hole.shape, -1).any(-1)[hole].mean() > 0.9
 
 
+def test_uncertainty_maps_are_written_and_zero_outside_the_hole(inpainted):
+  root, _ = inpainted
+  for name in PHOTOS:
+    stem = str(pathlib.Path(name).with_suffix(""))
+    hole = np.asarray(Image.open(root / "out" / f"{stem}_mask.png")) == 255
+    colours = np.asarray(Image.open(root / "out" / f"{stem}_uncertainty.png"))
+    assert colours.shape == hole.shape + (3,)
+    np.testing.assert_array_equal(colours[~hole], np.broadcast_to(
+        inpaint.images.INFERNO[0], colours[~hole].shape))
+    assert (colours[hole] != inpaint.images.INFERNO[0]).any(-1).mean() > 0.9
+
+
 def test_named_masks_are_the_evaluation_masks_stretched(inpainted):
   root, _ = inpainted
   config = helpers.tiny_config()
@@ -189,6 +269,48 @@ def test_named_masks_are_the_evaluation_masks_stretched(inpainted):
     hole = np.asarray(Image.open(root / "out" / f"{stem}_mask.png")) == 255
     drawn = masks_lib.eval_mask("random", 16, config.seed, i)[..., 0] == 1
     np.testing.assert_array_equal(hole, nearest(drawn, h, w))
+
+
+@pytest.fixture(scope="module")
+def inpainter(trained):
+  return inpaint.Inpainter(helpers.tiny_config(), str(trained))
+
+
+def test_the_mean_is_the_mean_of_the_samples_and_uncertainty_their_std(
+    inpainter):
+  """--reduce=mean and --reduce=none share their K samples: the mean file is
+  their per-pixel float mean (numpy's) brought to the photo; the uncertainty
+  map is numpy's std of the K model outputs brought to the photo, 0 outside
+  the hole."""
+  rng = np.random.default_rng(6)
+  photo = inpaint.photo_from_array(rng.integers(0, 256, (20, 27, 3),
+                                                dtype=np.uint8))
+  hole = rectangle_hole(20, 27, 4, 6, 10, 12)
+  inside = hole[..., 0] == 1
+  samples, = inpainter.inpaint([photo], [hole], 4)
+  mean, = inpainter.inpaint([photo], [hole], 4, reduce="mean")
+  assert len(samples.results) == 4 and len(mean.results) == 1
+  x, m = inpaint.to_model_input(photo.rgb, hole, 16)
+  drawn = inpainter._sample(x[None], m[None], 0, inpaint.INPAINT, None, 4)
+  for k in range(4):  # the same draws
+    np.testing.assert_array_equal(samples.results[k], inpaint.from_model_output(
+        drawn[0, k], photo, hole))
+  np.testing.assert_array_equal(mean.results[0], inpaint.from_model_output(
+      np.where(m > 0.5, drawn[0].astype(np.float64).mean(0), x), photo, hole))
+  stack = np.stack(samples.results).astype(np.float64)
+  assert np.abs(mean.results[0] - stack[0])[inside].mean() > 3
+  np.testing.assert_array_equal(mean.results[0][~inside], photo.pixels[
+      ~inside])
+  np.testing.assert_array_equal(mean.uncertainty, samples.uncertainty)
+  std = samples.uncertainty[..., 0]
+  np.testing.assert_array_equal(std[~inside], 0)
+  numpy_std = np.sqrt(np.var(drawn[0].astype(np.float64), 0).mean(-1))
+  np.testing.assert_allclose(samples.uncertainty, inpaint.uncertainty_at_photo(
+      np.where(m[..., 0] > 0.5, numpy_std, 0)[..., None], hole), atol=1e-6)
+  assert (std[inside] > 0).mean() > 0.9
+  single, = inpainter.inpaint([photo], [hole], 1)
+  assert single.uncertainty is None
+  np.testing.assert_array_equal(single.results[0], samples.results[0])
 
 
 # ----------------------------------------------- an unconditional model
@@ -226,8 +348,9 @@ def test_repaint_inpainting_keeps_the_known_pixels(unconditional):
   pixels = rng.integers(0, 256, (20, 27, 3), dtype=np.uint8)
   hole = rectangle_hole(20, 27, 5, 5, 9, 12)
   inside = hole[..., 0] == 1
-  results, = inpainter.inpaint([inpaint.photo_from_array(pixels)], [hole],
-                               num_samples=4)
+  inpainted, = inpainter.inpaint([inpaint.photo_from_array(pixels)], [hole],
+                                 num_samples=4)
+  results = inpainted.results
   for result in results:
     np.testing.assert_array_equal(result[~inside], pixels[~inside])
     assert (result[inside] != pixels[inside]).any(-1).mean() > 0.9

@@ -9,7 +9,9 @@ per module. Pre-emption across processes is in test_parallel.py.
 import json
 import math
 import os
+import shutil
 import signal
+import socket
 
 from clu import metric_writers
 import jax
@@ -20,9 +22,9 @@ import pytest
 import skimage.metrics
 
 import training_runs as runs
-from ffc_ddpm import checkpoint, configuration, models, parallel, train
+from ffc_ddpm import checkpoint, configuration, lock, models, parallel, train
 from ffc_ddpm.data import pipeline
-from ffc_ddpm.diffusion import process
+from ffc_ddpm.diffusion import losses, process
 
 
 def _config(**train_fields):
@@ -156,6 +158,28 @@ def test_metrics_jsonl_is_cut_back_to_the_resumed_step(tmp_path):
 
 
 # ------------------------------------------------------------ the step
+@pytest.mark.parametrize("normalisation", ["hole", "all"])
+def test_the_step_uses_the_configured_loss_normalisation(monkeypatch,
+                                                         normalisation):
+  """Traced only (no compile): the loss gets diffusion.loss_normalisation."""
+  seen, loss = [], losses.inpainting_loss
+  monkeypatch.setattr(losses, "inpainting_loss", lambda *a, **k: (
+      seen.append(k["normalisation"]) or loss(*a, **k)))
+  config = _config()
+  config.diffusion.loss_normalisation = normalisation
+  model, tx = models.create_model(config.model), train.create_optimizer(
+      config.train)
+  abstract = train.abstract_train_state(config, model, tx,
+                                        parallel.create_mesh())
+  size = config.data.image_size
+  batch = {"image": jax.ShapeDtypeStruct((4, size, size, 3), jnp.float32),
+           "mask": jax.ShapeDtypeStruct((4, size, size, 1), jnp.float32)}
+  step = train.make_train_step(config, model, process.from_config(
+      config.diffusion), tx)
+  jax.eval_shape(step, abstract, batch)
+  assert seen == [normalisation]
+
+
 @pytest.fixture(scope="module")
 def overfit():
   """25 updates on one batch with one noise draw (the step is reset)."""
@@ -405,3 +429,59 @@ def test_resuming_with_another_seed_is_refused(reference):
   with pytest.raises(configuration.ConfigError,
                      match=r"config.seed=1: expected 0, the seed of the run"):
     train.train(config, str(reference))
+
+
+# ------------------------------------------- one run per workdir; damage
+@pytest.mark.slow
+def test_a_second_trainer_on_a_workdir_stops_and_the_first_finishes(
+    reference, env, tmp_path):
+  workdir = tmp_path / "shared"
+  flags = runs.LOOP + runs.QUIET + ("--config.train.checkpoint_every=1",)
+  first = runs.start(env, workdir, *flags)
+  # The first run's command line is checked and it is about to take the
+  # workdir (a few ms), then to import, restore, compile and train.
+  runs.wait_until(lambda: "JAX process 0/1" in first.log.read_text(), first)
+  status, output = runs.run(env, workdir, *flags)
+  first_still_running = first.poll() is None
+  assert status == 2, (first_still_running, output[-3000:])
+  assert first_still_running
+  assert output.strip().splitlines()[-1] == (
+      f"error: --workdir={workdir} is in use by another run (pid "
+      f"{first.pid} on host {socket.gethostname()}); wait for it to finish "
+      "or use another workdir")
+  output = runs.finish(first)
+  assert first.returncode == 0, output[-3000:]
+  logged = [r["step"] for r in runs.records(workdir) if "loss" in r]
+  assert logged == list(range(1, runs.STEPS + 1))  # each step once
+  assert runs.losses(workdir) == runs.losses(reference)
+
+
+@pytest.mark.slow
+def test_a_truncated_newest_checkpoint_is_skipped_and_training_completes(
+    reference, env, tmp_path):
+  workdir = tmp_path / "damaged"
+  shutil.copytree(reference / "checkpoints", workdir / "checkpoints")
+  shutil.copy(reference / "metrics.jsonl", workdir)
+  params = workdir / "checkpoints" / str(runs.STEPS) / "params"
+  largest = max((p for p in params.rglob("*") if p.is_file()),
+                key=lambda p: p.stat().st_size)
+  os.truncate(largest, largest.stat().st_size // 2)
+  status, output = runs.run(env, workdir, *runs.LOOP, *runs.QUIET)
+  assert status == 0, output[-3000:]
+  warnings = [line for line in output.splitlines() if "unreadable" in line]
+  assert len(warnings) == 1, warnings
+  set_aside = workdir / "checkpoints" / "damaged" / str(runs.STEPS)
+  assert f"checkpoint {runs.STEPS} in {workdir / 'checkpoints'} is " in (
+      warnings[0])
+  assert warnings[0].endswith(f"skipped and moved to {set_aside}; using "
+                              f"step {runs.STEPS - 2}")
+  assert f"Resumed from step {runs.STEPS - 2} " in output
+  assert (set_aside / "params").is_dir()
+  assert runs.checkpoint_steps(workdir) == [2, 4, 6, 8]
+  logged = [r["step"] for r in runs.records(workdir) if "loss" in r]
+  assert logged == list(range(1, runs.STEPS + 1))
+  assert runs.losses(workdir) == runs.losses(reference)
+  final = [runs.load_items(w, runs.STEPS, ITEMS) for w in (workdir,
+                                                           reference)]
+  for a, b in zip(*map(jax.tree.leaves, final)):
+    np.testing.assert_array_equal(a, b)

@@ -5,6 +5,12 @@ inpaint command decode images here, so a bad file gets the same one-line
 message (naming the file) wherever it turns up. Safe conversions are made
 silently: grey -> RGB, palette -> RGB, RGBA/LA composited on white, 16-bit
 scaled to 8-bit, EXIF orientation applied.
+
+A file's declared size is checked before it is decoded, so a small file
+declaring a huge image cannot cost gigabytes: training reads at most
+`pixel_budget(image_size)` pixels (a JPEG beyond it is decoded at a reduced
+scale with Pillow's `draft`, anything else is refused); other reads at most
+Pillow's own MAX_IMAGE_PIXELS.
 """
 
 import io
@@ -15,6 +21,9 @@ from PIL import Image, ImageOps
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp")
 RESIZE_POLICIES = ("center_crop", "resize")
+# Training images are squared to image_size; a side up to this many times
+# larger (and 4096 at least) is a real photo, beyond it a waste or an attack.
+MAX_SIDE_FACTOR, MIN_MAX_SIDE = 16, 4096
 
 
 class BadImageError(ValueError):
@@ -63,16 +72,47 @@ def _to_rgb(image: Image.Image, name: str) -> np.ndarray:
   return np.asarray(image, dtype=np.uint8)
 
 
-def decode_image(data: bytes, name: str) -> np.ndarray:
+def pixel_budget(image_size: int) -> int:
+  """The most pixels a training image of side `image_size` may declare."""
+  side = max(MAX_SIDE_FACTOR * image_size, MIN_MAX_SIDE)
+  return side * side
+
+
+def _check_size(image: Image.Image, name: str, image_size: int | None):
+  """Refuses (or, for a JPEG read for training, drafts down) an image whose
+  declared size is beyond the budget, before any pixel is decoded."""
+  budget = pixel_budget(image_size) if image_size else Image.MAX_IMAGE_PIXELS
+  width, height = image.size
+  if width * height > budget and image_size and image.format == "JPEG":
+    scale = 2 * image_size / min(width, height)  # keep twice what is used
+    image.draft("RGB", (int(width * scale) + 1, int(height * scale) + 1))
+    width, height = image.size
+  if width * height > budget:
+    where = f" for data.image_size={image_size}" if image_size else ""
+    raise BadImageError(
+        f"{name}: declares {width}x{height} pixels ({width * height / 1e6:.0f}"
+        f" MP), more than the {budget / 1e6:.0f} MP read{where}; shrink it "
+        "first")
+
+
+def decode_image(data: bytes, name: str,
+                 image_size: int | None = None) -> np.ndarray:
   """Decodes encoded bytes (PNG, JPEG, WebP, ...) to uint8 RGB (H, W, 3).
 
-  `name` (the file or record) is used in the error message.
+  `name` (the file or record) is used in the error message; `image_size`
+  (training's) sets the pixel budget, which is checked before decoding.
   """
   try:
     with Image.open(io.BytesIO(data)) as image:
+      _check_size(image, name, image_size)
       image.load()
       if "exif" in image.info:  # photos may be stored rotated
         image = ImageOps.exif_transpose(image)
+  except BadImageError:
+    raise
+  except Image.UnidentifiedImageError:
+    raise BadImageError(f"{name}: not an image (Pillow knows no format of "
+                        "its contents)") from None
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
     raise BadImageError(f"{name}: cannot decode image ({e})") from None
   if min(image.size) < 1:
@@ -80,8 +120,11 @@ def decode_image(data: bytes, name: str) -> np.ndarray:
   return _to_rgb(image, name)
 
 
-def load_image(path: str) -> np.ndarray:
-  """Reads an image file as uint8 RGB (H, W, 3); clear errors name the file."""
+def load_image(path: str, image_size: int | None = None) -> np.ndarray:
+  """Reads an image file as uint8 RGB (H, W, 3); clear errors name the file.
+
+  `image_size`: that of training, which bounds the pixels read
+  (`decode_image`)."""
   try:
     with open(path, "rb") as f:
       data = f.read()
@@ -91,7 +134,7 @@ def load_image(path: str) -> np.ndarray:
     raise BadImageError(f"{path}: is a folder, not an image file") from None
   if not data:
     raise BadImageError(f"{path}: file is empty")
-  return decode_image(data, path)
+  return decode_image(data, path, image_size)
 
 
 def centre_square(image: np.ndarray) -> np.ndarray:

@@ -23,8 +23,9 @@ selects the tfds rule instead (last names are the test set), which gives the
 paper's split on a folder of the 30,000 CelebA-HQ images. Test images are
 never part of the train split.
 
-Unreadable images raise `images.BadImageError` naming the file; the pipeline
-decides whether to skip them (`data.skip_bad_files`).
+Unreadable images, and images declaring far more pixels than image_size
+needs (`images.pixel_budget`), raise `images.BadImageError` naming the file;
+the pipeline decides whether to skip them (`data.skip_bad_files`).
 """
 
 import logging
@@ -133,7 +134,7 @@ class FolderSource(_SplitSource):
     self._files = files
 
   def _read(self, record_id: int) -> np.ndarray:
-    return images.load_image(self._files[record_id])
+    return images.load_image(self._files[record_id], self._size)
 
   def name(self, index: int) -> str:
     return self._files[self._ids[index]]
@@ -210,7 +211,7 @@ class TfdsSource(_SplitSource, _LazyReader):
     record = self.reader[record_id]
     where = (f"celeb_a_hq/{self._size} record {record_id} "
              f"({record['image/filename'].decode()})")
-    return images.decode_image(record["image"], where)
+    return images.decode_image(record["image"], where, self._size)
 
   def name(self, index: int) -> str:
     return self.reader[int(self._ids[index])]["image/filename"].decode()

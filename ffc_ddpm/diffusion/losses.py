@@ -2,7 +2,10 @@
 
 L = || eps - eps_theta(x_t, noise level, condition) ||^2 averaged over the
 masked values only (the paper's masked eps-MSE; Ho et al.'s L_simple
-restricted to the hole), with L1 and a full-image loss as options.
+restricted to the hole), with L1 and a full-image loss as options. Two
+normalisations of the masked sum: by the hole's values (each example's mean
+over its hole, the default) or by all values (Palette's `mse_loss(mask *
+noise, mask * prediction)`, so larger holes weigh more).
 """
 
 from typing import Callable
@@ -14,17 +17,21 @@ from ffc_ddpm.diffusion import process
 
 KINDS = ("mse", "l1")
 REGIONS = ("hole", "full")
+NORMALISATIONS = ("hole", "all")
 CONDITIONINGS = ("concat", "none")
 
 
 def masked_loss(target: jax.Array, prediction: jax.Array, mask: jax.Array,
-                kind: str = "mse", region: str = "hole") -> jax.Array:
-  """Per-example loss, shape (N,).
+                kind: str = "mse", region: str = "hole",
+                normalisation: str = "hole") -> jax.Array:
+  """Per-example loss, shape (N,): sum_region e / D.
 
-  "hole": the squared (mse) or absolute (l1) error summed over the masked
-  (mask = 1) values and divided by the number of masked values (pixels x
-  channels), so small and large holes weigh the same; an example without a
-  hole scores 0. "full": the mean over every value.
+  e is the squared (mse) or absolute (l1) error; the region is the masked
+  (mask = 1) values ("hole") or every value ("full"). D is the number of
+  values in the region ("hole": each example's mean over its region, so small
+  and large holes weigh the same; an example without a hole scores 0) or all
+  H x W x C values ("all": Palette's mean over all values). With region
+  "full" both are the plain mean.
   """
   if kind == "mse":
     error = jnp.square(target - prediction)
@@ -33,14 +40,17 @@ def masked_loss(target: jax.Array, prediction: jax.Array, mask: jax.Array,
   else:
     raise ValueError(f"diffusion.loss={kind!r}: expected one of "
                      f"{', '.join(KINDS)}")
-  axes = tuple(range(1, error.ndim))
-  if region == "full":
-    return jnp.mean(error, axis=axes)
-  if region != "hole":
+  if region not in REGIONS:
     raise ValueError(f"diffusion.loss_region={region!r}: expected one of "
                      f"{', '.join(REGIONS)}")
-  weight = jnp.broadcast_to(mask, error.shape).astype(error.dtype)
-  count = jnp.sum(weight, axis=axes)
+  if normalisation not in NORMALISATIONS:
+    raise ValueError(f"diffusion.loss_normalisation={normalisation!r}: "
+                     f"expected one of {', '.join(NORMALISATIONS)}")
+  axes = tuple(range(1, error.ndim))
+  weight = jnp.ones_like(error) if region == "full" else jnp.broadcast_to(
+      mask, error.shape).astype(error.dtype)
+  count = (jnp.sum(weight, axis=axes) if normalisation == "hole" else
+           weight[0].size)
   return jnp.sum(error * weight, axis=axes) / jnp.maximum(count, 1.0)
 
 
@@ -101,7 +111,7 @@ def inpainting_loss(apply_fn: Callable, params, diffusion: process.Diffusion,
                     x0: jax.Array, mask: jax.Array, key: jax.Array, *,
                     conditioning: str = "concat",
                     noise_conditioning: str = "abar", kind: str = "mse",
-                    region: str | None = None):
+                    region: str | None = None, normalisation: str = "hole"):
   """The batch's training loss and per-example diagnostics.
 
   One noise level and one eps per example; x_t = sqrt(abar) x_0 +
@@ -118,6 +128,8 @@ def inpainting_loss(apply_fn: Callable, params, diffusion: process.Diffusion,
     region: "hole" (the paper) or "full"; None picks "hole" for "concat" and
       "full" for "none", whose network never sees the mask. "full" with
       "concat" is rejected (the clean known pixels hide their noise).
+    normalisation: "hole" (each example's mean over its region) or "all"
+      (Palette: divided by all values); see `masked_loss`.
 
   Returns:
     (scalar mean loss, {"loss": per-example (N,), "noise_level": (N,)}).
@@ -142,6 +154,6 @@ def inpainting_loss(apply_fn: Callable, params, diffusion: process.Diffusion,
     raise ValueError(
         f"model output shape {output.shape}: expected {x0.shape} (eps only; "
         "learn_sigma models can be imported for sampling but not trained)")
-  per_example = masked_loss(noise, output, mask, kind, region)
+  per_example = masked_loss(noise, output, mask, kind, region, normalisation)
   return jnp.mean(per_example), {"loss": per_example,
                                  "noise_level": noise_level}

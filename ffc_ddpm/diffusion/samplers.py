@@ -1,4 +1,4 @@
-"""Samplers: DDPM, DDIM and RePaint as jitted `lax.scan` loops.
+"""Samplers: DDPM, DDIM, RePaint and DPM-Solver++ as jitted `lax.scan` loops.
 
 Every sampler walks a precomputed step table, one row per step: a reverse
 (denoising) step at t, a forward re-noising step to t (RePaint's jumps back
@@ -6,7 +6,15 @@ in time), or a no-op that pads the table to equal chunks. The scan runs in a
 few equal chunks, each the same jitted call, so a progress callback can
 report between chunks without breaking the compiled loop.
 
-Inpainting, at every reverse step, before the network is called:
+A reverse step is the same for every sampler but its last line: the
+known-region projection (`KnownRegion`), one network call, the model's x_0
+and eps (`process.p_mean_variance`), then the sampler's own update from x_t
+to the previous step (`ddpm_update`, `ddim_update`, `dpm_solver_update`).
+The scan carries x_t and the x_0 prediction of the last network call, which
+the multistep DPM-Solver++ reuses.
+
+Inpainting, at every reverse step, before the network is called
+(`KnownRegion`, one constraint for every sampler):
 - conditioning "concat" (Palette): the known pixels of x_t are replaced by
   the clean known pixels, and the network also sees
   `inpainting_condition(x_known, mask)` -- exactly as in training;
@@ -31,7 +39,7 @@ import tqdm
 
 from ffc_ddpm.diffusion import process
 
-SAMPLERS = ("ddpm", "ddim", "repaint")
+SAMPLERS = ("ddpm", "ddim", "repaint", "dpm_solver")
 CONDITIONINGS = ("concat", "none")
 
 # Row kinds of a step table (branch indices of the scan body).
@@ -142,6 +150,56 @@ def ddim_update(diffusion: process.Diffusion, x_t: jax.Array, t: jax.Array,
   return x_prev + jnp.sqrt(variance) * noise
 
 
+def dpm_solver_coefficients(diffusion: process.Diffusion
+                            ) -> dict[str, jax.Array]:
+  """Per-step coefficients of DPM-Solver++(2M) (Lu et al. 2022, Alg. 2).
+
+  With alpha_t = sqrt(abar_t), sigma_t = sqrt(1 - abar_t), the log-SNR
+  lambda_t = log(alpha_t / sigma_t) and h_t = lambda_{t-1} - lambda_t, the
+  step from t to t - 1 (to the data at t = 0: sigma_{-1} = 0, h_0 = inf):
+    "x":  sigma_{t-1} / sigma_t,
+    "x0": alpha_{t-1} (1 - e^{-h_t}),
+    "correction": 1 / (2 r_t), r_t = h_{t+1} / h_t (the previous step's
+      length over this one's); 0 makes the step first order, i.e. DDIM.
+  First order are the first step (t = T - 1: no earlier x_0) and, like
+  `lower_order_final` of LuChengTHU/dpm-solver and diffusers, the last two:
+  into t = 0 (on an evenly respaced grid the longest step in lambda, r << 1,
+  where the extrapolation is unstable) and from t = 0 to the data (h = inf,
+  where the step returns x_0 itself). Float64 arithmetic, float32 tables.
+  """
+  alpha = np.asarray(diffusion.sqrt_alphas_cumprod, np.float64)
+  sigma = np.asarray(diffusion.sqrt_one_minus_alphas_cumprod, np.float64)
+  alpha_prev = np.append(1.0, alpha[:-1])
+  sigma_prev = np.append(0.0, sigma[:-1])
+  lam = np.log(alpha) - np.log(sigma)
+  h = np.append(np.inf, lam[:-1] - lam[1:])
+  correction = np.zeros_like(h)
+  correction[2:-1] = h[2:-1] / (2.0 * h[3:])
+  exp_minus_h = sigma_prev * alpha / (alpha_prev * sigma)
+  tables = {"x": sigma_prev / sigma, "x0": alpha_prev * (1.0 - exp_minus_h),
+            "correction": correction}
+  return {k: jnp.asarray(v, jnp.float32) for k, v in tables.items()}
+
+
+def dpm_solver_update(coefficients: dict[str, jax.Array], x_t: jax.Array,
+                      t: jax.Array, pred_x0: jax.Array, prev_x0: jax.Array
+                      ) -> jax.Array:
+  """One DPM-Solver++(2M) step (Lu et al. 2022, Alg. 2) from x_t to t - 1.
+
+  x_{t-1} = (sigma_{t-1} / sigma_t) x_t + alpha_{t-1} (1 - e^{-h_t}) D_t,
+  D_t = x0_t + (x0_t - x0_{t+1}) / (2 r_t): this step's data prediction
+  x0_t = (x_t - sigma_t eps) / alpha_t (pred_x0; clipped when clip_denoised,
+  the thresholding a data prediction admits) extrapolated along lambda with
+  the previous step's (prev_x0).
+  `coefficients` from `dpm_solver_coefficients`.
+  """
+  n = x_t.ndim
+  d = pred_x0 + process.at(coefficients["correction"], t, n) * (
+      pred_x0 - prev_x0)
+  return (process.at(coefficients["x"], t, n) * x_t +
+          process.at(coefficients["x0"], t, n) * d)
+
+
 def renoise(diffusion: process.Diffusion, x: jax.Array, t: jax.Array,
             noise: jax.Array) -> jax.Array:
   """One forward step to t: sqrt(1 - beta_t) x + sqrt(beta_t) z (Ho Eq. 2)."""
@@ -175,8 +233,8 @@ class SamplerOptions:
       fail("model.noise_conditioning", self.noise_conditioning,
            f"one of {', '.join(process.NOISE_CONDITIONINGS)}")
     if self.method == "repaint" and self.conditioning != "none":
-      fail("eval.sampler", self.method, "ddpm or ddim for a conditional "
-           "model (repaint needs diffusion.conditioning='none')")
+      fail("eval.sampler", self.method, "ddpm, ddim or dpm_solver for a "
+           "conditional model (repaint needs diffusion.conditioning='none')")
     if not 0.0 <= self.eta <= 1.0:
       fail("eval.eta", self.eta, "a number in [0, 1]")
     if self.eta and self.method != "ddim":
@@ -203,58 +261,108 @@ def replace_known(diffusion: process.Diffusion, x: jax.Array, t: jax.Array,
   return jnp.where(mask > 0.5, x, known)
 
 
-def _scan_chunk(diffusion, apply_fn, opts: SamplerOptions):
-  """chunk(params, x, rows, x_known, mask, keys) -> x after the chunk's rows.
+@dataclasses.dataclass(frozen=True)
+class KnownRegion:
+  """Inpainting's constraint, one for every sampler: how the known pixels
+  enter each network call.
 
-  Each row draws its noise once, (draws, N, H, W, C) from keys and the row
-  index: draw 0 for the step, the last draw for the known region ("none").
+  "concat" (Palette): x_t's known pixels are the clean known pixels, and the
+  network also sees `inpainting_condition(x_known, mask)`; "none" (RePaint,
+  Lugmayr et al. Alg. 1 lines 5-8): they are a fresh draw from
+  q(x_t | x_known), and the network sees x_t alone. Without a mask (plain
+  generation) nothing is constrained.
   """
-  step_noise = opts.method != "ddim" or opts.eta > 0
+  diffusion: process.Diffusion
+  x_known: jax.Array | None
+  mask: jax.Array | None
+  conditioning: str
 
-  def chunk(params, x, rows, x_known, mask, keys):
-    n = x.shape[0]
-    cond = None
-    if mask is not None and opts.conditioning == "concat":
-      cond = process.inpainting_condition(x_known, mask)
-    inject = mask is not None and opts.conditioning == "none"
-    draws = int(step_noise) + int(inject)
+  @property
+  def noisy(self) -> bool:
+    """Whether `project` draws on noise (q(x_t | x_known))."""
+    return self.mask is not None and self.conditioning == "none"
 
-    def reverse(x, t, noise):
-      x = replace_known(diffusion, x, t, x_known, mask, opts.conditioning,
-                        noise[-1] if inject else None)
+  def condition(self) -> jax.Array | None:
+    """The network's extra input ("concat"), or None."""
+    if self.mask is None or self.conditioning != "concat":
+      return None
+    return process.inpainting_condition(self.x_known, self.mask)
+
+  def project(self, x: jax.Array, t: jax.Array, noise: jax.Array | None
+              ) -> jax.Array:
+    """x_t as the network sees it at step t (see `replace_known`)."""
+    return replace_known(self.diffusion, x, t, self.x_known, self.mask,
+                         self.conditioning, noise)
+
+
+def _update_fn(diffusion: process.Diffusion, opts: SamplerOptions):
+  """update(x_t, t, pmv, noise, prev_x0) -> x_{t-1}: the sampler's own step.
+
+  pmv: `process.p_mean_variance` of this step's network call; noise: the
+  step's N(0, I) draw (None for deterministic updates); prev_x0: the x_0
+  prediction of the previous network call.
+  """
+  if opts.method == "ddim":
+    return lambda x, t, pmv, noise, prev_x0: ddim_update(
+        diffusion, x, t, pmv["pred_x0"], opts.eta, noise)
+  if opts.method == "dpm_solver":
+    coefficients = dpm_solver_coefficients(diffusion)
+    return lambda x, t, pmv, noise, prev_x0: dpm_solver_update(
+        coefficients, x, t, pmv["pred_x0"], prev_x0)
+  return lambda x, t, pmv, noise, prev_x0: ddpm_update(pmv, t, noise)
+
+
+def _scan_chunk(diffusion, apply_fn, opts: SamplerOptions):
+  """chunk(params, state, rows, x_known, mask, keys) -> state after the rows.
+
+  state: (x_t, the x_0 prediction of the last network call). Each row draws
+  its noise once, (draws, N, H, W, C) from keys and the row index: draw 0
+  for the step, the last draw for the known region ("none").
+  """
+  update = _update_fn(diffusion, opts)
+  step_noise = opts.method in ("ddpm", "repaint") or opts.eta > 0
+
+  def chunk(params, state, rows, x_known, mask, keys):
+    known = KnownRegion(diffusion, x_known, mask, opts.conditioning)
+    cond = known.condition()
+    draws = int(step_noise) + int(known.noisy)
+
+    def reverse(state, t, noise):
+      x = known.project(state[0], t, noise[-1] if known.noisy else None)
       level = process.model_noise_level(diffusion, t, opts.noise_conditioning)
-      output = apply_fn(params, x, jnp.full((n,), level), cond)
+      output = apply_fn(params, x, jnp.full((x.shape[0],), level), cond)
       pmv = process.p_mean_variance(
           diffusion, output.astype(jnp.float32), x, t,
           learn_sigma=opts.learn_sigma, clip_denoised=opts.clip_denoised)
-      step = noise[0] if step_noise else None
-      if opts.method == "ddim":
-        return ddim_update(diffusion, x, t, pmv["pred_x0"], opts.eta, step)
-      return ddpm_update(pmv, t, step)
+      x = update(x, t, pmv, noise[0] if step_noise else None, state[1])
+      return x, pmv["pred_x0"]
 
-    def forward(x, t, noise):
-      return renoise(diffusion, x, t, noise[0])
+    def forward(state, t, noise):
+      return renoise(diffusion, state[0], t, noise[0]), state[1]
 
-    branches = [lambda x, t, noise: x, reverse]
+    branches = [lambda state, t, noise: state, reverse]
     if opts.method == "repaint":
       branches.append(forward)
 
-    def body(x, row):
+    def body(state, row):
       noise = None
       if draws:
         noise = jnp.moveaxis(per_example_normal(
-            keys, row["index"] + 1, (draws,) + x.shape[1:]), 1, 0)
-      return jax.lax.switch(row["kind"], branches, x, row["t"], noise), None
+            keys, row["index"] + 1, (draws,) + state[0].shape[1:]), 1, 0)
+      return jax.lax.switch(row["kind"], branches, state, row["t"],
+                            noise), None
 
-    return jax.lax.scan(body, x, rows)[0]
+    return jax.lax.scan(body, state, rows)[0]
 
   return chunk
 
 
 @functools.partial(jax.jit, static_argnums=1)
 def _start(keys, image_shape):
-  """x_T: pure noise from each example's key."""
-  return per_example_normal(keys, 0, image_shape)
+  """The first state: x_T, pure noise from each example's key, and a zero
+  x_0 prediction (no network call yet)."""
+  x = per_example_normal(keys, 0, image_shape)
+  return x, jnp.zeros_like(x)
 
 
 @jax.jit
@@ -316,15 +424,15 @@ class Sampler:
   def __call__(self, params, x_known, mask, keys,
                progress: Progress | None = None, shape=None) -> jax.Array:
     shape = self._check_inputs(x_known, mask, keys, shape)
-    x = _start(keys, shape[1:])
+    state = _start(keys, shape[1:])
     done = 0
     for rows in self._chunks:
-      x = self._run_chunk(params, x, rows, x_known, mask, keys)
+      state = self._run_chunk(params, state, rows, x_known, mask, keys)
       if progress is not None:
-        x.block_until_ready()
+        state[0].block_until_ready()
         done = min(done + len(rows["t"]), self.total_steps)
         progress(done, self.total_steps)
-    return _finish(x, x_known, mask)
+    return _finish(state[0], x_known, mask)
 
 
 def progress_bar(description: str = "sampling") -> Progress:
@@ -360,7 +468,8 @@ def create_sampler(config, apply_fn: Callable, num_chunks: int = 10
 
   apply_fn(params, x_t, noise_level, cond) -> eps (3 channels) or eps and the
   variance value v (6 channels, model.learn_sigma). The diffusion's
-  num_steps are evenly respaced to eval.num_steps (for repaint, its t_T).
+  num_steps are evenly respaced to eval.num_steps: the number of network
+  calls (for repaint, its t_T).
   """
   options = options_from_config(config)
   options.check()

@@ -8,6 +8,7 @@ Time indices are 0-based as in guided-diffusion: `betas[0]` is the first
 forward step (the paper's beta_1), `betas[T - 1]` the last (beta_T).
 """
 
+import itertools
 import math
 from typing import Iterable
 
@@ -107,9 +108,13 @@ def space_timesteps(num_timesteps: int, section_counts) -> set[int]:
   """Which of the original steps to keep, with guided-diffusion's semantics.
 
   The T steps are cut into len(section_counts) near-equal sections (the first
-  T % len sections one step longer) and each section is strided evenly to its
-  count, rounding half to even as Python does. "ddimN" instead takes DDIM's
-  fixed integer stride (Song et al. 2021), which must give exactly N steps.
+  T % len sections one step longer) and each section of `size` steps is
+  strided to its `count`: the float stride (size - 1) / (count - 1) is added
+  up step by step and each running sum rounded (half to even), so the float
+  sums decide the .5 ties exactly as guided-diffusion's loop does (T = 2000,
+  25 steps keeps 999, where round(12 * stride) = round(999.5) would keep
+  1000). "ddimN" instead takes DDIM's fixed integer stride (Song et al.
+  2021), which must give exactly N steps.
 
   Args:
     num_timesteps: T, the number of steps of the original process.
@@ -132,7 +137,8 @@ def space_timesteps(num_timesteps: int, section_counts) -> set[int]:
       raise ValueError(f"respacing {section_counts!r}: cannot take {count} "
                        f"steps from a section of {size} steps")
     stride = 1 if count <= 1 else (size - 1) / (count - 1)
-    steps += [start + round(k * stride) for k in range(count)]
+    offsets = itertools.accumulate([stride] * (count - 1), initial=0.0)
+    steps += [start + round(offset) for offset in offsets]
     start += size
   return set(steps)
 

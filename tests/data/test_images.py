@@ -1,5 +1,7 @@
 """Decoding images: safe conversions, and one clear message per bad file."""
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -84,7 +86,8 @@ def test_bad_files_name_themselves(tmp_path, rgb):
     images.load_image(str(jpeg))
   junk = tmp_path / "junk.png"
   junk.write_bytes(b"not an image at all")
-  with pytest.raises(images.BadImageError, match="junk.png.*cannot decode"):
+  with pytest.raises(images.BadImageError,
+                     match=r"junk.png: not an image \(Pillow knows no format"):
     images.load_image(str(junk))
   empty = tmp_path / "empty.png"
   empty.write_bytes(b"")
@@ -126,3 +129,36 @@ def test_resize_policies(rgb):
   np.testing.assert_array_equal(stretched, expected)
   with pytest.raises(ValueError, match="config.data.resize='zoom'"):
     images.resize_image(rgb, 8, "zoom")
+
+
+def _declared(tmp_path, name, width, height, **save):
+  """A small file declaring width x height pixels (one flat colour)."""
+  path = tmp_path / name
+  Image.new("RGB", (width, height), (10, 200, 30)).save(path, **save)
+  return str(path)
+
+
+def test_huge_declared_sizes_are_refused_before_decoding(tmp_path):
+  side = images.MIN_MAX_SIDE + 1  # one column beyond a 16 px run's budget
+  path = _declared(tmp_path, "bomb.png", side, side)
+  assert os.path.getsize(path) < 200_000
+  with pytest.raises(images.BadImageError) as error:
+    images.load_image(path, image_size=16)
+  message = str(error.value)
+  assert message.startswith(f"{path}: declares {side}x{side} pixels")
+  assert "data.image_size=16" in message and "\n" not in message
+  assert images.pixel_budget(16) == images.MIN_MAX_SIDE**2
+  assert images.pixel_budget(512) == (16 * 512)**2
+  # Within the budget (a larger image_size), the same file is read whole.
+  assert images.load_image(path, image_size=side // 16 + 1).shape == (
+      side, side, 3)
+
+
+def test_huge_jpegs_are_read_at_a_reduced_scale(tmp_path):
+  path = _declared(tmp_path, "big.jpg", 4800, 4400, quality=95)
+  image = images.load_image(path, image_size=64)
+  # JPEG's DCT scaling by 1/8 keeps at least twice the 64 pixels used.
+  assert image.shape == (550, 600, 3)
+  np.testing.assert_allclose(image.reshape(-1, 3).mean(0), (10, 200, 30),
+                             atol=2)
+  assert images.load_image(path).shape == (4400, 4800, 3)  # no budget hit

@@ -126,6 +126,19 @@ def test_bad_file_raises_naming_it(tmp_path, data_config):
     source[1]
 
 
+def test_oversized_file_in_a_folder_is_refused_naming_it(tmp_path,
+                                                         data_config):
+  _write_faces(tmp_path, 3)
+  side = images.MIN_MAX_SIDE * 2
+  Image.new("RGB", (side, side)).save(tmp_path / "face_02.png")
+  config = data_config(source="folder", path=str(tmp_path), num_val=0,
+                        num_test=0, image_size=16)
+  source = sources.create_source(config, "train")
+  with pytest.raises(images.BadImageError,
+                     match=f"face_02.png: declares {side}x{side} pixels"):
+    source[2]
+
+
 # ------------------------------------------------------------- synthetic
 
 

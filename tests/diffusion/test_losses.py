@@ -119,6 +119,37 @@ def test_masked_loss_matches_numpy(kind, region):
   np.testing.assert_allclose(got, expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["mse", "l1"])
+def test_all_values_normalisation_is_palettes_mean(kind):
+  """Palette: loss_fn(mask * eps, mask * prediction), the mean over all
+  values; per example it is the hole mean times the hole's share."""
+  rng = np.random.default_rng(2)
+  target, prediction = rng.normal(size=(2, 4, 5, 5, 3)).astype(np.float32)
+  mask = (rng.uniform(size=(4, 5, 5, 1)) < 0.3).astype(np.float32)
+  mask[3] = 0
+  error = (mask * target - mask * prediction)
+  error = error**2 if kind == "mse" else np.abs(error)
+  got = losses.masked_loss(target, prediction, mask, kind, "hole", "all")
+  np.testing.assert_allclose(got, error.mean(axis=(1, 2, 3)), rtol=1e-6)
+  np.testing.assert_allclose(float(jnp.mean(got)), error.mean(), rtol=1e-6)
+  per_hole = losses.masked_loss(target, prediction, mask, kind, "hole")
+  np.testing.assert_allclose(got, per_hole * mask.mean(axis=(1, 2, 3)),
+                             rtol=1e-6)
+
+
+def test_normalisation_reaches_the_training_loss(diffusion, batch):
+  """The same draws: "all" is the hole mean scaled by each hole's share."""
+  x0, mask = batch
+  (hole, hole_aux, _), (all_, all_aux, _) = run_losses(diffusion, x0, mask, [
+      (zero_model, dict(conditioning="none", region="hole")),
+      (zero_model, dict(conditioning="none", region="hole",
+                        normalisation="all"))])
+  share = mask.mean(axis=(1, 2, 3))
+  np.testing.assert_allclose(all_aux["loss"], hole_aux["loss"] * share,
+                             rtol=1e-5)
+  assert all_ < hole / 4
+
+
 @pytest.mark.parametrize("noise_conditioning", ["abar", "timestep"])
 def test_concat_training_input_and_exact_predictor(batch, concat_runs,
                                                    noise_conditioning):
@@ -187,6 +218,7 @@ def test_loss_region_is_honoured(batch, unconditional_runs):
     (dict(conditioning="palette"), 3, "conditioning='palette'"),
     (dict(kind="huber"), 3, "loss='huber'"),
     (dict(region="edge"), 3, "loss_region='edge'"),
+    (dict(normalisation="pixels"), 3, "loss_normalisation='pixels'"),
     (dict(noise_conditioning="sigma"), 3, "noise_conditioning='sigma'"),
     (dict(), 6, "learn_sigma models can be imported"),
 ])

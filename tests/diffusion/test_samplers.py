@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import gaussian_oracle as go
-from ffc_ddpm import configuration
+from ffc_ddpm import configuration, inference, models
 from ffc_ddpm.diffusion import process, samplers, schedules
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -275,6 +275,177 @@ def test_repaint_jumps_change_the_result(repaint_run):
   assert sampler.total_steps == 20 < r["sampler"].total_steps
   out = np.asarray(sampler(None, r["x_known"], r["mask"], r["keys"]))
   assert np.abs(out - r["out"]).max() > 0.1
+
+
+# ----------------------------------------------------------- DPM-Solver++
+def flow_then_denoise(x_T, abar_T, abar_0, mean=go.MEAN, std=go.STD):
+  """The exact probability-flow ODE from abar_T to abar_0, then E[x_0 | x].
+
+  For N(mean, std^2) data, x_t ~ N(sqrt(a_t) mean, v_t) with v_t = a_t std^2
+  + 1 - a_t. The ODE's drift (Song et al. 2021, Eq. 13, with this Gaussian's
+  score) is affine in x, so its flow is the increasing affine map between
+  the two marginals. The samplers' last step, from t = 0 to the data, is
+  the data prediction at t = 0: the posterior mean (Tweedie).
+  """
+  v_T, v_0 = (a * std**2 + 1 - a for a in (abar_T, abar_0))
+  x = np.sqrt(abar_0) * mean + np.sqrt(v_0 / v_T) * (
+      x_T - np.sqrt(abar_T) * mean)
+  return mean + np.sqrt(abar_0) * std**2 / v_0 * (x - np.sqrt(abar_0) * mean)
+
+
+def lambda_even_betas(num_steps, lambda_max=5.0, lambda_min=-5.0):
+  """Betas whose log-SNR lambda_t = log(sqrt(abar_t / (1 - abar_t))) falls
+  evenly from lambda_max (t = 0) to lambda_min (t = T - 1): the step grid of
+  DPM-Solver's convergence analysis (Lu et al. 2022)."""
+  abar = 1 / (1 + np.exp(-2 * np.linspace(lambda_max, lambda_min,
+                                          num_steps)))
+  return 1 - abar / np.append(1.0, abar[:-1])
+
+
+def ode_error(method, betas, timestep_map=None, abar_table=None, n=8):
+  """RMS distance of a deterministic sampler's output from
+  `flow_then_denoise` of its own x_T, clipped to [-1, 1] as the samplers'
+  results are (timestep-conditioned oracle when abar_table is given, else
+  abar-conditioned)."""
+  conditioning = "abar" if abar_table is None else "timestep"
+  sampler = gaussian_sampler(betas, timestep_map, method, conditioning,
+                             abar_table)
+  out = generate(sampler, n)
+  keys = samplers.example_keys(jax.random.key(0), np.arange(n))
+  x_T = np.asarray(samplers.per_example_normal(keys, 0, go.IMAGE_SHAPE),
+                   np.float64)
+  abar = np.cumprod(1 - np.asarray(betas, np.float64))
+  exact = np.clip(flow_then_denoise(x_T, abar[-1], abar[0]), -1, 1)
+  return np.sqrt(np.mean((out - exact)**2))
+
+
+@pytest.mark.parametrize("method, conditioning", [
+    ("ddpm", "concat"), ("ddim", "concat"), ("dpm_solver", "concat"),
+    ("repaint", "none"), ("dpm_solver", "none")])
+def test_every_sampler_projects_the_known_region(method, conditioning):
+  """Every network call sees the clean known pixels ("concat") or a fresh
+  draw from q(x_t | x_known) ("none"), whatever the update."""
+  options = samplers.SamplerOptions(
+      method=method, conditioning=conditioning, noise_conditioning="abar",
+      jump_length=3, jump_n_sample=2)
+  calls, oracle = [], go.gaussian_eps_fn("abar")
+
+  def recording_oracle(params, x_t, noise_level, cond):
+    jax.debug.callback(lambda *a: calls.append(a), x_t, noise_level,
+                       ordered=True)
+    return oracle(params, x_t, noise_level, cond)
+
+  x_known, mask, keys = _inputs(8)
+  samplers.Sampler(go.concat_sampler().diffusion, recording_oracle, options)(
+      None, x_known, mask, keys)
+  jax.effects_barrier()
+  known = np.broadcast_to(mask, x_known.shape) == 0
+  for x_t, abar in calls:
+    if conditioning == "concat":
+      np.testing.assert_array_equal(x_t[known], x_known[known])
+      continue
+    a = abar[:, None, None, None]
+    z = ((x_t - np.sqrt(a) * x_known) / np.sqrt(1 - a))[known]
+    assert abs(z.mean()) < 5 / np.sqrt(z.size)
+    assert abs(z.var() - 1) < 5 * np.sqrt(2 / z.size)
+
+
+def test_dpm_solver_converges_at_second_order():
+  """Error against the exact ODE solution ~ K^-p in K network calls: p ~ 2
+  for DPM-Solver++(2M), p ~ 1 for DDIM (its first-order special case)."""
+  steps = np.array([24, 48, 96])
+  order = {}
+  for method in ("ddim", "dpm_solver"):
+    errors = [ode_error(method, lambda_even_betas(k)) for k in steps]
+    order[method] = -np.polyfit(np.log(steps), np.log(errors), 1)[0]
+  assert order["dpm_solver"] > 1.8, order
+  assert 0.9 < order["ddim"] < 1.1, order
+
+
+@pytest.mark.parametrize("num_steps", [20, 50])
+def test_dpm_solver_beats_ddim_on_the_papers_schedule(num_steps):
+  """The paper's T = 2,000 steps evenly respaced, timestep-conditioned."""
+  betas, timestep_map = respaced("linear", 2000, str(num_steps))
+  abar = go.original_abar("linear", 2000)
+  errors = {m: ode_error(m, betas, timestep_map, abar)
+            for m in ("ddim", "dpm_solver")}
+  assert errors["dpm_solver"] < 0.9 * errors["ddim"], errors
+
+
+def test_dpm_solver_step_is_algorithm_2():
+  """One step against Lu et al. (2022) Alg. 2 in float64: second order
+  inside, first order at the first step and the last two (x_0 at t = 0)."""
+  betas, _ = respaced("linear", 2000, "10")
+  coefficients = samplers.dpm_solver_coefficients(process.from_betas(betas))
+  abar = np.cumprod(1 - betas)
+  alpha, sigma = np.sqrt(abar), np.sqrt(1 - abar)
+  lam = np.log(alpha / sigma)
+  x, x0, prev = np.random.default_rng(0).normal(size=(3, 2, 4, 4, 3))
+  for t in range(10):
+    x_t, pred_x0, prev_x0 = (jnp.asarray(a, jnp.float32) for a in (x, x0, prev))
+    got = samplers.dpm_solver_update(coefficients, x_t, jnp.asarray(t),
+                                     pred_x0, prev_x0)
+    if t == 0:
+      np.testing.assert_allclose(got, x0, rtol=1e-6)
+      continue
+    h = lam[t - 1] - lam[t]
+    d = x0
+    if 2 <= t <= 8:
+      r = (lam[t] - lam[t + 1]) / h
+      d = (1 + 1 / (2 * r)) * x0 - 1 / (2 * r) * prev
+    expected = sigma[t - 1] / sigma[t] * x - alpha[t - 1] * np.expm1(-h) * d
+    np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("conditioning", ["concat", "none"])
+def test_dpm_solver_inpaints_through_the_network(conditioning):
+  """configs/test.py's U-Net (random weights, the zero-initialised output
+  layer too): the known pixels come back exactly; the hole is not DDIM's."""
+  config = configuration.load_config(str(REPO / "configs" / "test.py"))
+  config.diffusion.conditioning = conditioning
+  config.model.in_channels = 7 if conditioning == "concat" else 3
+  config.eval.num_steps = 6
+  model = models.create_model(config.model)
+  shapes = jax.eval_shape(lambda: models.init_params(model, config.model,
+                                                     jax.random.key(0)))
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(
+      lambda s: (0.05 * rng.normal(size=s.shape)).astype(np.float32), shapes)
+  x_known = rng.uniform(-1, 1, (2, 16, 16, 3)).astype(np.float32)
+  mask = np.zeros((2, 16, 16, 1), np.float32)
+  mask[:, 4:12, 4:12] = 1.0
+  keys = samplers.example_keys(jax.random.key(0), np.arange(2))
+  outs = {}
+  for method in ("dpm_solver", "ddim"):
+    config.eval.sampler = method
+    configuration.validate(config)
+    sampler = samplers.create_sampler(config, inference.inference_apply(model))
+    outs[method] = np.asarray(sampler(params, x_known, mask, keys))
+  known = np.broadcast_to(mask, x_known.shape) == 0
+  np.testing.assert_array_equal(outs["dpm_solver"][known], x_known[known])
+  assert np.isfinite(outs["dpm_solver"]).all()
+  assert np.abs(outs["dpm_solver"] - outs["ddim"])[~known].max() > 1e-3
+
+
+def test_dpm_solver_from_the_config(config):
+  """eval.sampler='dpm_solver' passes the config checks and calls the
+  network eval.num_steps times, at the respaced steps' abar, in order."""
+  config.eval.sampler, config.eval.num_steps = "dpm_solver", 10
+  configuration.validate(config)
+  levels = []
+  oracle = go.gaussian_eps_fn("abar")
+
+  def recording_oracle(params, x_t, noise_level, cond):
+    jax.debug.callback(lambda a: levels.append(a[0]), noise_level,
+                       ordered=True)
+    return oracle(params, x_t, noise_level, cond)
+
+  sampler = samplers.create_sampler(config, recording_oracle)
+  sampler(None, *_inputs(8))
+  jax.effects_barrier()
+  abar = np.cumprod(1 - schedules.get_betas("linear", 2000, 1e-6, 1e-2))
+  steps = sorted(schedules.space_timesteps(2000, [10]))[::-1]
+  np.testing.assert_allclose(levels, abar[steps], rtol=1e-6)
 
 
 # ------------------------------------------- inpainting and determinism

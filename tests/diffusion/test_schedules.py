@@ -87,6 +87,32 @@ def test_space_timesteps_sections_span_their_ranges():
   assert np.ptp(np.diff(first)) == 0  # 99 / 9 = 11 exactly
 
 
+def _accumulate_then_round(num_timesteps, count):
+  """guided-diffusion's rule for one section, restated as its explicit loop:
+  a float index grows by the stride and each value is rounded when taken."""
+  stride = 1 if count <= 1 else (num_timesteps - 1) / (count - 1)
+  index, taken = 0.0, []
+  while len(taken) < count:
+    taken.append(round(index))
+    index += stride
+  return set(taken)
+
+
+@pytest.mark.parametrize("num_timesteps", [1000, 2000])
+def test_space_timesteps_accumulates_then_rounds_for_every_count(
+    num_timesteps):
+  for count in range(1, num_timesteps + 1):
+    assert schedules.space_timesteps(num_timesteps, count) == (
+        _accumulate_then_round(num_timesteps, count)), count
+
+
+def test_space_timesteps_ties_follow_the_float_sums():
+  """T = 2000, 25 steps: 12 strides of 1999 / 24 are 999.5 on paper, but
+  their float sum lies below it, so step 999 is kept, not 1000."""
+  steps = schedules.space_timesteps(2000, 25)
+  assert 999 in steps and 1000 not in steps
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: schedules.get_betas("quadratic", 10), "schedule='quadratic'"),
     (lambda: schedules.get_betas("linear", 10, 0.1, 1.5), "beta_end=1.5"),
