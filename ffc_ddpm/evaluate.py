@@ -566,15 +566,27 @@ def evaluate(config, workdir: str, step: int | None = None) -> dict:
 
   Continues an interrupted evaluation of the same checkpoint and settings.
   """
-  ec = config.eval
   check_config(config)
-  for mask in ec.masks:
+  for mask in config.eval.masks:
     masks_lib.validate_mask_name(mask)
-  num_images = _num_images(config)
   mesh = parallel.create_mesh(config.train.model_axis_size)
   scorer = Scorer(config, mesh)
   loaded = inference.load(config, workdir, step, mesh)
-  out_dir = os.path.join(workdir, "eval")
+  return evaluate_loaded(config, loaded, os.path.join(workdir, "eval"),
+                         scorer)
+
+
+def evaluate_loaded(config, loaded: inference.Inference, out_dir: str,
+                    scorer: Scorer) -> dict:
+  """Evaluates weights already loaded (`loaded`, its sampler built from
+  `config.eval`) into `out_dir`; returns results.json's content.
+
+  What `evaluate` does once the checkpoint is read; tools that score one
+  model under many samplers (tools/quality_vs_speed.py) call it once per
+  sampler with the same weights.
+  """
+  ec = config.eval
+  num_images = _num_images(config)
   log = PerImageLog(out_dir, run_settings(config, loaded.step,
                                           loaded.weights))
   fid, grids = {}, {}

@@ -38,19 +38,38 @@ def timestep_embedding(t: jax.Array, dim: int,
   return jnp.pad(embedding, ((0, 0), (0, dim % 2)))
 
 
-class GroupNorm32(nn.GroupNorm):
+class GroupNorm32(nn.Module):
   """GroupNorm computed in float32 and cast back to the input dtype.
 
   guided-diffusion's `GroupNorm32`: 32 groups, epsilon 1e-5, two-pass variance
-  (as PyTorch computes it) for accuracy at large activations.
-  """
-  num_groups: int | None = GROUPS
-  epsilon: float = NORM_EPS
-  dtype: Dtype = jnp.float32
-  use_fast_variance: bool = False
+  (as PyTorch computes it) for accuracy at large activations; parameters
+  `scale` and `bias` per channel, as flax's `nn.GroupNorm`.
 
+  The statistics are column sums over H x W, (N, H*W, C) -> (N, C), then
+  combined per group: on XLA:CPU this contiguous form runs the train step 9%
+  faster than reducing a (N, H*W, G, C/G) view (benchmarks/speed.md).
+  """
+  num_groups: int = GROUPS
+  epsilon: float = NORM_EPS
+
+  @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    return super().__call__(x.astype(jnp.float32)).astype(x.dtype)
+    n, height, width, channels = x.shape
+    per_group = channels // self.num_groups
+    count = height * width * per_group
+    h = x.astype(jnp.float32).reshape(n, height * width, channels)
+
+    def group_mean(column_sums: jax.Array) -> jax.Array:
+      """(N, C) sums over H x W -> each channel's group mean, (N, 1, C)."""
+      sums = column_sums.reshape(n, self.num_groups, per_group).sum(-1)
+      return jnp.repeat(sums / count, per_group, axis=1)[:, None, :]
+
+    centred = h - group_mean(jnp.sum(h, axis=1))
+    variance = group_mean(jnp.sum(jnp.square(centred), axis=1))
+    h = (centred * jax.lax.rsqrt(variance + self.epsilon)).reshape(x.shape)
+    scale = self.param("scale", nn.initializers.ones, (channels,))
+    bias = self.param("bias", nn.initializers.zeros, (channels,))
+    return (h * scale + bias).astype(x.dtype)
 
 
 def kernel_init(zero: bool) -> nn.initializers.Initializer:

@@ -1,0 +1,110 @@
+"""tools/quality_vs_speed.py: every (sampler, steps) is scored by the
+ordinary evaluation with its own sampler, and the table and plot say what
+the per-run results say."""
+
+import csv
+import json
+import math
+import pathlib
+import shutil
+import sys
+
+import numpy as np
+from PIL import Image
+import pytest
+
+import inference_helpers as helpers
+from ffc_ddpm import metrics
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+import quality_vs_speed as tool  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+SAMPLERS = ("ddpm", "ddim", "dpm_solver")
+STEPS = (2, 4)
+MASKS = ("center", "random")
+K = 2
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+  """(out folder, table) of a sweep over a random checkpoint."""
+  base = helpers.tiny_config()
+  workdir = helpers.random_checkpoint(base, tmp_path_factory.mktemp("model"))
+  config = tool.sweep_config(base, num_samples=K, num_images=2, masks=MASKS)
+  config.eval.batch_size = 2
+  config.eval.num_grid_images = 0
+  out = tmp_path_factory.mktemp("sweep")
+  table = tool.quality_vs_speed(config, str(workdir), str(out), SAMPLERS,
+                                STEPS)
+  return workdir, config, out, table
+
+
+def csv_mean_psnr(run_dir, mask, method):
+  with open(run_dir / "per_image.csv", newline="") as f:
+    rows = [r for r in csv.DictReader(f)
+            if r["mask"] == mask and r["method"] == method]
+  assert len(rows) == 2
+  return np.mean([min(float(r["psnr"]), metrics.PSNR_CAP) for r in rows])
+
+
+def test_table_has_every_run_with_finite_numbers(swept):
+  _, _, out, table = swept
+  on_disk = json.loads((out / "quality_vs_speed.json").read_text())
+  assert on_disk == json.loads(json.dumps(table))
+  assert [(r["sampler"], r["steps"]) for r in on_disk["rows"]] == [
+      (s, n) for s in SAMPLERS for n in STEPS]
+  assert on_disk["k"] == K and on_disk["masks"] == list(MASKS)
+  for row in on_disk["rows"]:
+    assert row["num_images"] == 2
+    assert row["wall_s"] > 0 and math.isfinite(row["images_per_s"])
+    for mask in MASKS:
+      e = row["masks"][mask]
+      values = [e["psnr"], e["ssim"], e["mean_of_k"]["psnr"],
+                e["mean_of_k"]["ssim"]]
+      assert all(math.isfinite(v) for v in values), (row, mask)
+      assert e["mean_of_k"]["k"] == K
+  markdown = (out / "quality_vs_speed.md").read_text()
+  for s in SAMPLERS:
+    for n in STEPS:
+      assert f"| {s} | {n} |" in markdown
+
+
+def test_scores_are_the_runs_own(swept):
+  """The table's PSNR is each run's results.json, which is the mean of its
+  per_image.csv rows; each run used its own sampler and step count."""
+  _, _, out, table = swept
+  for row in table["rows"]:
+    run_dir = out / "runs" / f"{row['sampler']}_{row['steps']}"
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["sampler"]["name"] == row["sampler"]
+    assert results["sampler"]["num_steps"] == row["steps"]
+    assert (out / row["results"]).samefile(run_dir / "results.json")
+    for mask in MASKS:
+      e = row["masks"][mask]
+      assert e["psnr"] == results["masks"][mask]["psnr"]
+      assert e["mean_of_k"] == results["masks"][mask]["mean_of_k"]
+      np.testing.assert_allclose(
+          e["psnr"], csv_mean_psnr(run_dir, mask, "model"), rtol=1e-9)
+      np.testing.assert_allclose(e["mean_of_k"]["psnr"], csv_mean_psnr(
+          run_dir, mask, "mean_of_k"), rtol=1e-9)
+  psnr = {(r["sampler"], r["steps"]): r["masks"]["center"]["psnr"]
+          for r in table["rows"]}
+  assert len(set(psnr.values())) > 1, "every run scored the same sampler"
+
+
+def test_plot_has_the_size_and_every_sampler_line(swept):
+  _, _, out, _ = swept
+  image = Image.open(out / "quality_vs_speed.png")
+  assert image.size == tool.plot_size(len(MASKS))
+  pixels = {tuple(p) for p in np.asarray(image.convert("RGB")).reshape(-1, 3)}
+  for colour in tool.COLOURS[:len(SAMPLERS)]:
+    assert colour in pixels
+
+
+def test_a_repeated_sweep_reuses_finished_runs(swept, tmp_path):
+  workdir, config, out, table = swept
+  shutil.copytree(out / "runs", tmp_path / "runs")
+  again = tool.quality_vs_speed(config, str(workdir), str(tmp_path),
+                                SAMPLERS[:1], STEPS[:1])
+  assert again["rows"] == table["rows"][:1]  # the same wall time: reused
