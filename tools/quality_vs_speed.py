@@ -363,7 +363,8 @@ def _write_json(path: str, value) -> None:
 def define_flags() -> None:
   """The command's flags, defined only when it runs as a program, so
   that tests can import its functions beside other tools' flags."""
-  global _CONFIG, _WORKDIR, _STEP, _OUT, _SAMPLERS, _STEPS, _NUM_SAMPLES, _NUM_IMAGES, _MASKS, _WARMUP
+  global _CONFIG, _WORKDIR, _STEP, _OUT, _SAMPLERS, _STEPS
+  global _NUM_SAMPLES, _NUM_IMAGES, _MASKS, _WARMUP
   _CONFIG = config_flags.DEFINE_config_file(
       "config", None, "Config file of the model (e.g. configs/celebahq.py).",
       lock_config=True)
@@ -373,10 +374,12 @@ def define_flags() -> None:
   _OUT = flags.DEFINE_string("out", None, "Output folder.")
   _SAMPLERS = flags.DEFINE_list("samplers", ["ddpm", "ddim", "dpm_solver"],
                                 "Samplers (config.eval.sampler values).")
-  _STEPS = flags.DEFINE_list("steps", ["5", "10", "20", "50", "100"],
-                             "Network calls per sample (config.eval.num_steps).")
+  _STEPS = flags.DEFINE_list(
+      "steps", ["5", "10", "20", "50", "100"],
+      "Network calls per sample (config.eval.num_steps).")
   _NUM_SAMPLES = flags.DEFINE_integer(
-      "num_samples", None, "K of the mean of K (default config.eval.num_samples).")
+      "num_samples", None,
+      "K of the mean of K (default config.eval.num_samples).")
   _NUM_IMAGES = flags.DEFINE_integer(
       "num_images", None, "Images per mask (default config.eval.num_images).")
   _MASKS = flags.DEFINE_list("masks", None,
