@@ -127,7 +127,7 @@ def get_config() -> ml_collections.ConfigDict:
   # center | random | large | thin | medium | thick | box | folder:PATH
   ev.masks = ("center", "random")
   ev.num_images = 2000
-  ev.batch_size = 16  # global
+  ev.batch_size = 16  # global: images per sampler call (batch_size // K faces)
   ev.split = "test"
   # ddpm | ddim | repaint (unconditional models) | dpm_solver (DPM-Solver++
   # 2M, Lu et al. 2022: a second-order ODE solver, for 10-20 steps)
@@ -135,9 +135,9 @@ def get_config() -> ml_collections.ConfigDict:
   # denoising steps = network calls (repaint: its t_T), evenly respaced
   # from diffusion.num_steps
   ev.num_steps = 100
-  # K: samples drawn per image (distinct noise, one sampler call of
-  # batch_size x K images); with K > 1 the per-pixel mean of the K, the
-  # distortion-optimal estimate PSNR/SSIM reward, is scored beside sample 0.
+  # K: samples drawn per image (distinct noise, all K in one sampler call);
+  # with K > 1 the per-pixel mean of the K, the distortion-optimal estimate
+  # PSNR/SSIM reward, is scored beside sample 0.
   ev.num_samples = 1
   ev.eta = 0.0  # DDIM stochasticity
   ev.jump_length = 10  # RePaint resampling

@@ -15,11 +15,13 @@ or optimizer config is refused with one line naming the first difference.
 
 A checkpoint damaged after it was committed (a truncated or deleted file on
 shared storage) is skipped: restoring walks back to the newest checkpoint
-that reads, warns in one line per skipped step, and moves the damaged ones
-to WORKDIR/checkpoints/damaged/ (outside orbax's step listing) rather than
+that reads, warns in one line per skipped step, and (a writable
+Checkpointer: training) moves the damaged ones to
+WORKDIR/checkpoints/damaged/ (outside orbax's step listing) rather than
 deleting them. Only when no checkpoint reads does it stop, moving nothing.
 """
 
+import contextlib
 import os
 from typing import Any, Callable, TypeVar
 
@@ -152,7 +154,7 @@ class Checkpointer:
 
   def __init__(self, workdir: str, *, keep: int = 3, keep_every: int = 0,
                async_save: bool = True, writable: bool = True):
-    self.workdir = workdir
+    self.workdir, self.writable = workdir, writable
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep,
         keep_period=keep_every or None,
@@ -285,21 +287,31 @@ class Checkpointer:
 
   def _set_aside(self, damaged: list[tuple[int, DamagedCheckpointError]],
                  used: int) -> None:
-    """Moves damaged steps to checkpoints/damaged/ (process 0, and only if
-    no other run holds the workdir); one warning line each."""
-    with lock.hold_if_free(self.workdir) as may_move:
+    """Moves damaged steps to checkpoints/damaged/ (process 0 of a writable
+    Checkpointer, and only if no other run holds the workdir); one warning
+    line each. Readers (writable=False) leave them in place and touch
+    nothing: the workdir may be read-only."""
+    if not damaged:
+      return
+    moving = lock.hold_if_free(self.workdir) if self.writable else (
+        contextlib.nullcontext(False))
+    with moving as may_move:
       for step, error in damaged:
         if may_move:
           target = self._damaged_path(step)
           target.parent.mkdir(parents=True, exist_ok=True)
           (self.directory / str(step)).rename(target)
           where = f"moved to {target}"
-        else:
+        elif self.writable:
           where = "left in place as another run holds the workdir"
+        else:
+          where = "left in place (reading only)"
         if jax.process_index() == 0:
           logging.warning("%s: skipped and %s; using step %d", error, where,
                           used)
-    if damaged:
+    if self.writable:
+      if jax.process_count() > 1:  # every process lists the moved steps
+        multihost_utils.sync_global_devices("ffc_ddpm_damaged_set_aside")
       self.manager.reload()
 
   def _damaged_path(self, step: int) -> epath.Path:

@@ -41,6 +41,15 @@ def load_config(path: str) -> ml_collections.ConfigDict:
   return module.get_config()
 
 
+def save_json(config: ml_collections.ConfigDict, path: str) -> None:
+  """Writes `config` as JSON (atomically: a temporary file renamed), so a
+  run's workdir records what it was trained with."""
+  temporary = f"{path}.partial"
+  with open(temporary, "w") as f:
+    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+  os.replace(temporary, path)
+
+
 # --------------------------------------------------------------- checks
 Check = Callable[[Any], str | None]  # returns what was expected, or None
 

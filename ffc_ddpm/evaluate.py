@@ -366,11 +366,12 @@ class MaskRun:
                     disable=not _is_lead())
     progress = lambda done, total: bar.set_postfix_str(
         f"denoising step {done}/{total}")
+    examples = inference.examples_per_call(ec.batch_size, ec.num_samples)
     batches = pipeline.eval_batches(
         self.config, ec.split, self.mask, self.num_images - self.start,
-        ec.batch_size, start=self.start)
+        examples, start=self.start)
     for k, local in enumerate(batches):
-      first = self.start + k * ec.batch_size  # the global batch's first image
+      first = self.start + k * examples  # the global batch's first image
       job = pool.submit(baseline_outputs, ec.baselines, local)
       host = self._batch(local, job, progress,
                          with_grid=first < self._grid_size())
@@ -561,17 +562,19 @@ def results_markdown(results: dict) -> str:
 
 
 # ------------------------------------------------------------------ run
-def evaluate(config, workdir: str, step: int | None = None) -> dict:
-  """Evaluates the checkpoint in `workdir`; returns results.json's content.
+def evaluate(config, workdir: str, step: int | None = None,
+             weights_file: str | None = None) -> dict:
+  """Evaluates the checkpoint in `workdir` (or `weights_file`) into
+  WORKDIR/eval; returns results.json's content.
 
-  Continues an interrupted evaluation of the same checkpoint and settings.
+  Continues an interrupted evaluation of the same weights and settings.
   """
   check_config(config)
   for mask in config.eval.masks:
     masks_lib.validate_mask_name(mask)
   mesh = parallel.create_mesh(config.train.model_axis_size)
   scorer = Scorer(config, mesh)
-  loaded = inference.load(config, workdir, step, mesh)
+  loaded = inference.load(config, workdir, step, mesh, weights_file)
   return evaluate_loaded(config, loaded, os.path.join(workdir, "eval"),
                          scorer)
 

@@ -1,4 +1,5 @@
-"""The trained network as samplers use it, and its weights from a checkpoint.
+"""The trained network as samplers use it, and its weights from a checkpoint
+or a weights file.
 
 `load(config, workdir)` is what evaluation, inpainting and sampling start
 from: the mesh, the weights laid out on it, and the sampler of `config.eval`.
@@ -10,6 +11,7 @@ reuses the compiled sampling loop instead of compiling it again.
 import collections
 import dataclasses
 import json
+import os
 from typing import Any
 
 from absl import logging
@@ -19,7 +21,7 @@ import jax.numpy as jnp
 from jax.sharding import Mesh
 import numpy as np
 
-from ffc_ddpm import checkpoint, models, parallel
+from ffc_ddpm import checkpoint, models, parallel, weights
 from ffc_ddpm.diffusion import samplers
 
 # The config.eval fields a sampler is built from (see samplers.create_sampler).
@@ -54,19 +56,30 @@ def create_sampler(config, model) -> samplers.Sampler:
   return _sampler_cache[key]
 
 
-def load_weights(config, workdir: str, mesh: Mesh, step: int | None = None):
-  """(module, params, step, item name) from WORKDIR's checkpoint, on `mesh`.
+def load_weights(config, workdir: str | None, mesh: Mesh,
+                 step: int | None = None, weights_file: str | None = None):
+  """(module, params, step, source) from WORKDIR's checkpoint, or from
+  `weights_file` (`weights.load`), on `mesh`.
 
   The EMA weights when `config.eval.use_ema` and the checkpoint has them
   (a converted guided-diffusion / RePaint checkpoint has `params` only).
   Without `step`, the newest checkpoint that reads: damaged newer ones are
-  skipped (and set aside when no other run holds the workdir). Reads only:
-  nothing is created in the workdir.
+  skipped and left in place. Reads only: nothing in the workdir is created
+  or moved, so it may be read-only.
   """
+  stored = None if weights_file is None else _read_file(config, weights_file)
   model = models.create_model(config.model)
   abstract = jax.eval_shape(
       lambda: models.init_params(model, config.model, jax.random.key(0)))
   shardings = parallel.param_sharding(mesh, abstract)
+  if stored is not None:
+    meta, params = stored
+    weights.check_shapes(params, abstract, weights_file)
+    params = jax.tree.map(lambda p, a: p.astype(a.dtype), params, abstract)
+    logging.info("Loaded %s of step %d from %s", meta["source"], meta["step"],
+                 weights_file)
+    return (model, jax.device_put(params, shardings), meta["step"],
+            f"{os.path.basename(weights_file)}:{meta['source']}")
   abstract = jax.tree.map(
       lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
       abstract, shardings)
@@ -77,24 +90,40 @@ def load_weights(config, workdir: str, mesh: Mesh, step: int | None = None):
   return model, params, step, name
 
 
+def _read_file(config, path: str) -> tuple[dict, Any]:
+  """(metadata, params) of a weights file whose model is `config`'s (main
+  applies the file's config with `weights.model_config` first)."""
+  meta, params = weights.load(path)
+  _, differing = weights.model_config(config, meta, path)
+  if differing:
+    raise weights.WeightsError(
+        f"--weights={path}: the config differs from the file's in "
+        f"{'; '.join(differing)}")
+  return meta, params
+
+
 @dataclasses.dataclass(frozen=True)
 class Inference:
   """A checkpoint ready to sample: weights on a mesh and a sampler."""
   mesh: Mesh
   params: Any
   step: int
-  weights: str  # the checkpoint item: "ema_params" or "params"
+  weights: str  # the checkpoint item, "ema_params" or "params" (for a
+  #              weights file: "FILE_NAME:ema_params")
   sampler: samplers.Sampler
 
 
-def load(config, workdir: str, step: int | None = None,
-         mesh: Mesh | None = None) -> Inference:
-  """The checkpoint of `workdir` (the latest, or `step`) and its sampler,
-  on `mesh` (default: every device, config.train.model_axis_size)."""
+def load(config, workdir: str | None, step: int | None = None,
+         mesh: Mesh | None = None, weights_file: str | None = None
+         ) -> Inference:
+  """The checkpoint of `workdir` (the latest, or `step`), or the weights
+  file `weights_file`, and its sampler, on `mesh` (default: every device,
+  config.train.model_axis_size)."""
   if mesh is None:
     mesh = parallel.create_mesh(config.train.model_axis_size)
-  model, params, step, weights = load_weights(config, workdir, mesh, step)
-  return Inference(mesh, params, int(step), weights,
+  model, params, step, source = load_weights(config, workdir, mesh, step,
+                                             weights_file)
+  return Inference(mesh, params, int(step), source,
                    create_sampler(config, model))
 
 
@@ -145,6 +174,16 @@ def std_of_samples(samples: jax.Array, mask: jax.Array) -> jax.Array:
   return jnp.where(mask > 0.5, jnp.sqrt(variance), 0.0)
 
 
+def examples_per_call(batch_size: int, num_samples: int) -> int:
+  """Examples in a sampler call of `batch_size` images when each example is
+  drawn `num_samples` times: batch_size // K (at least 1), rounded up to a
+  multiple of the devices. `config.eval.batch_size` is the images the
+  network sees at once, whatever K, so it bounds memory."""
+  devices = jax.device_count()
+  examples = max(1, batch_size // num_samples)
+  return -(-examples // devices) * devices
+
+
 def padded_batch_size(batch_size: int, count: int) -> int:
   """The batch that `count` examples are sampled in: `batch_size`, or for
   fewer examples the next power of two (few shapes to compile, little
@@ -161,15 +200,16 @@ def sample_padded(inference: Inference, x_known: np.ndarray,
                   extra: jax.Array | None = None) -> np.ndarray:
   """Samples host arrays of any length in equal, sharded batches.
 
-  Batches have `padded_batch_size(batch_size // num_samples,
-  len(indices))` examples (each sampled `num_samples` times, `sample_k`),
-  the last padded by repeating its final example. Example i's noise comes
+  Batches have `padded_batch_size(examples_per_call(batch_size,
+  num_samples), len(indices))` examples (each sampled `num_samples` times,
+  `sample_k`), the last padded by repeating its final example. Example i's noise comes
   from `key` (and `extra` for samples k > 0) folded with indices[i],
   whatever the batch. `progress(done_images, total_images)` follows the
   batches, `step_progress(done_steps, total_steps)` the sampler within each.
   Returns float32 images in [-1, 1], (N, K, H, W, C), on every host.
   """
-  size = padded_batch_size(max(1, batch_size // num_samples), len(indices))
+  size = padded_batch_size(examples_per_call(batch_size, num_samples),
+                          len(indices))
   outputs = []
   for start in range(0, len(indices), size):
     chunk = slice(start, start + size)

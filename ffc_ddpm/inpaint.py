@@ -201,7 +201,10 @@ def bicubic_support(in_size: int, out_size: int) -> np.ndarray:
   """(out, in) 0/1 matrix: which input pixels PIL's bicubic resize reads for
   each output pixel (Pillow's Resample.c precompute_coeffs: the kernel of
   radius 2 widened by in/out when shrinking, taps at |j + 0.5 - centre| <
-  support, centre = (i + 0.5) in/out)."""
+  support, centre = (i + 0.5) in/out). At equal sizes Pillow copies the
+  image, so each pixel reads only itself."""
+  if in_size == out_size:
+    return np.eye(in_size, dtype=np.float32)
   scale = in_size / out_size
   support = BICUBIC_SUPPORT * max(scale, 1.0)
   centre = (np.arange(out_size) + 0.5) * scale
@@ -238,7 +241,6 @@ def from_model_output(output: np.ndarray, photo: Photo,
                       hole: np.ndarray) -> np.ndarray:
   """The model's output resized to its window of the photo and used inside
   the hole only; the photo's own pixels (and mode) everywhere else."""
-  height, width = photo.size
   window = square_window(hole)
   filled = Image.fromarray(np.asarray(metrics.to_uint8(output)))
   filled = filled.resize((window.side, window.side),
@@ -298,9 +300,11 @@ class Inpainter:
   (a tqdm bar) is advanced by each result; without it a call draws its own.
   """
 
-  def __init__(self, config, workdir: str, step: int | None = None):
+  def __init__(self, config, workdir: str | None, step: int | None = None,
+               weights_file: str | None = None):
     self.config = config
-    self.loaded = inference.load(config, workdir, step)
+    self.loaded = inference.load(config, workdir, step,
+                                 weights_file=weights_file)
     self.size = config.data.image_size
 
   def inpaint(self, photos: Sequence[Photo], holes: Sequence[np.ndarray],
@@ -467,9 +471,10 @@ def check_inputs(root: pathlib.Path, relatives: Sequence[pathlib.Path],
     user_hole(mask, relative, *photo.size, config=config, index=i)
 
 
-def inpaint_files(config, workdir: str, image: str, mask: str, output: str,
-                  num_samples: int = 1, step: int | None = None,
-                  reduce: str = "none") -> list[str]:
+def inpaint_files(config, workdir: str | None, image: str, mask: str,
+                  output: str, num_samples: int = 1, step: int | None = None,
+                  reduce: str = "none", weights_file: str | None = None
+                  ) -> list[str]:
   """Inpaints an image (or a folder of them); returns the PNG paths written.
 
   `mask`: a mask image (white = hole), a folder of masks named like the
@@ -477,13 +482,14 @@ def inpaint_files(config, workdir: str, image: str, mask: str, output: str,
   `reduce`: "none" writes the K samples, "mean" their mean; with K > 1 a
   colour-mapped uncertainty map goes beside (`output_paths`).
   Photos are read and written a batch at a time, so folders of any size fit
-  in memory.
+  in memory. The weights: `workdir`'s checkpoint (the latest, or `step`),
+  or `weights_file`.
   """
   root, relatives = list_images(image)
   targets = output_paths(output, relatives, num_samples, reduce)
   refuse_overwriting_inputs(root, relatives, mask, targets)
   check_inputs(root, relatives, mask, config)
-  inpainter = Inpainter(config, workdir, step)
+  inpainter = Inpainter(config, workdir, step, weights_file)
   per_call = max(1, config.eval.batch_size // num_samples)
   bar = progress_bar(len(relatives) * num_samples, "inpainting")
   written = []
@@ -520,11 +526,13 @@ def _save_results(inpainted: Inpainted, hole, generated: bool,
   return paths
 
 
-def sample_files(config, workdir: str, output: str, num_samples: int,
-                 step: int | None = None) -> list[str]:
-  """Draws images from an unconditional model into `output`/sample_*.png."""
+def sample_files(config, workdir: str | None, output: str, num_samples: int,
+                 step: int | None = None, weights_file: str | None = None
+                 ) -> list[str]:
+  """Draws images from an unconditional model (`workdir`'s checkpoint or
+  `weights_file`) into `output`/sample_*.png."""
   check_unconditional(config)
-  inpainter = Inpainter(config, workdir, step)
+  inpainter = Inpainter(config, workdir, step, weights_file)
   per_call = config.eval.batch_size
   bar = progress_bar(num_samples, "sampling")
   written = []

@@ -114,16 +114,23 @@ def hold_workdir(workdir: str, create: bool = True) -> Iterator[None]:
 @contextlib.contextmanager
 def hold_if_free(workdir: str) -> Iterator[bool]:
   """Holds the workdir if no other run does (process 0 only); yields
-  whether this process may change what is in it."""
+  whether this process may change what is in it (not when the lock file
+  cannot be made: a read-only workdir)."""
   import jax  # pylint: disable=g-import-not-at-top
   if jax.process_index() != 0:
     yield False
-  elif not _lockable(workdir):
+    return
+  if not _lockable(workdir):
     yield True
-  elif _try_acquire(workdir) is not None:
+    return
+  try:
+    taken = _try_acquire(workdir) is None
+  except OSError:  # read-only: nothing in it may change
+    taken = False
+  if not taken:
     yield False
-  else:
-    try:
-      yield True
-    finally:
-      _release(workdir)
+    return
+  try:
+    yield True
+  finally:
+    _release(workdir)

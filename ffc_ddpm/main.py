@@ -58,6 +58,11 @@ _CACHE = flags.DEFINE_string(
     "Persistent XLA compilation cache, so restarts skip compiling ('' = off).")
 _STEP = flags.DEFINE_integer(
     "step", None, "eval/inpaint/sample: checkpoint step (default: the latest).")
+_WEIGHTS = flags.DEFINE_string(
+    "weights", None, "eval/inpaint/sample: a weights file (.npz written by "
+    "tools/export_weights.py) instead of a checkpoint; its model and "
+    "diffusion settings replace --config's, and inpaint and sample then "
+    "need no --workdir.")
 
 
 class UsageError(ValueError):
@@ -98,8 +103,17 @@ def check(config) -> None:
     raise UsageError(f"--mode={_MODE.value}: expected one of {', '.join(MODES)}")
   if config is None:
     raise UsageError("--config: required (e.g. --config=configs/demo.py)")
-  if not _WORKDIR.value:
-    raise UsageError("--workdir: required (where checkpoints and results go)")
+  if _WEIGHTS.value and _MODE.value == "train":
+    raise UsageError("--weights: for --mode=eval, inpaint or sample; "
+                     "training starts from the config or resumes --workdir")
+  if _WEIGHTS.value and _STEP.value is not None:
+    raise UsageError("--step: picks a checkpoint of --workdir; a --weights "
+                     "file holds one step")
+  from_file = _WEIGHTS.value and (
+      _MODE.value == "inpaint" or _MODE.value == "sample" and _OUTPUT.value)
+  if not (_WORKDIR.value or from_file):
+    raise UsageError("--workdir: required (where checkpoints and results go;"
+                     " inpaint and sample from --weights need none)")
   configuration.validate(config)
   from ffc_ddpm.data import masks  # pylint: disable=g-import-not-at-top
   try:
@@ -122,7 +136,19 @@ def check(config) -> None:
     raise UsageError(f"--num_samples={_NUM_SAMPLES.value}: expected >= 1")
 
 
-def run(config, workdir: str) -> None:
+def config_of_weights(config, path: str):
+  """`config` with the model of weights file `path` (`weights.model_config`):
+  one warning line lists the fields the file changed."""
+  from ffc_ddpm import weights  # pylint: disable=g-import-not-at-top
+  config, changed = weights.model_config(config, weights.read_metadata(path),
+                                         path)
+  if changed:
+    logging.warning("--weights=%s: model settings taken from the file: %s",
+                    path, "; ".join(changed))
+  return config
+
+
+def run(config, workdir: str | None) -> None:
   """Hands over to the chosen mode (imports are heavy, so made late).
 
   Training holds the workdir (one training run at a time), taken before
@@ -136,8 +162,10 @@ def run(config, workdir: str) -> None:
   holding = contextlib.nullcontext()
   if mode == "train":
     holding = lock.hold_workdir(workdir)
-  elif mode == "eval":
-    holding = lock.hold_workdir(os.path.join(workdir, "eval"), create=False)
+  elif mode == "eval":  # a missing workdir is reported, not created
+    holding = lock.hold_workdir(
+        os.path.join(workdir, "eval"),
+        create=os.path.isdir(workdir) or bool(_WEIGHTS.value))
   with holding:
     _run_mode(config, workdir, mode)
 
@@ -152,14 +180,14 @@ def _run_mode(config, workdir: str, mode: str) -> None:
       evaluate.evaluate(config, workdir)
   elif mode == "eval":
     configuration.check_data_path(config)
-    evaluate.evaluate(config, workdir, _STEP.value)
+    evaluate.evaluate(config, workdir, _STEP.value, _WEIGHTS.value)
   elif mode == "inpaint":
     inpaint.inpaint_files(config, workdir, _IMAGE.value, _MASK.value,
                           _OUTPUT.value, _NUM_SAMPLES.value, _STEP.value,
-                          reduce=_REDUCE.value)
+                          reduce=_REDUCE.value, weights_file=_WEIGHTS.value)
   else:
     inpaint.sample_files(config, workdir, _OUTPUT.value or workdir,
-                         _NUM_SAMPLES.value, _STEP.value)
+                         _NUM_SAMPLES.value, _STEP.value, _WEIGHTS.value)
 
 
 def main(argv) -> None:
@@ -167,6 +195,8 @@ def main(argv) -> None:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}")
   config = _CONFIG.value
   try:
+    if _WEIGHTS.value and config is not None:
+      config = config_of_weights(config, _WEIGHTS.value)
     check(config)
     import jax  # pylint: disable=g-import-not-at-top
     if _CACHE.value:

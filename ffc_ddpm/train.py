@@ -34,6 +34,7 @@ from ffc_ddpm.diffusion import losses, process, samplers
 
 # Purposes folded into the seed key, so no two uses share randomness.
 INIT, TRAIN, MONITOR = 0, 1, 2
+CONFIG_FILE = "config.json"  # WORKDIR/config.json: the config of the run
 
 
 # ------------------------------------------------------------- optimizer
@@ -429,6 +430,8 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   tx = create_optimizer(tc)
   with lock.hold_workdir(workdir), checkpoint.Checkpointer(
       workdir, keep=tc.keep_checkpoints, keep_every=tc.keep_every) as ckpt:
+    if jax.process_index() == 0:
+      configuration.save_json(config, os.path.join(workdir, CONFIG_FILE))
     data_iterator = pipeline.create_train_iterator(config, mesh)
     state = restore_or_create(config, model, tx, mesh, ckpt, data_iterator)
     if jax.process_index() == 0:

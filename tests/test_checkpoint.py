@@ -176,14 +176,48 @@ def test_a_damaged_newest_checkpoint_is_skipped_and_set_aside(saved, damage,
   assert not (saved / "checkpoints" / "2").exists()
 
 
-def test_weights_for_inference_fall_back_too(saved):
+def _no_writes(monkeypatch):
+  """Makes any attempt to take the workdir's lock (the first thing a
+  change to a workdir does) fail the test."""
+  def refuse(workdir):
+    raise AssertionError(f"a reader tried to lock {workdir}")
+  monkeypatch.setattr(lock, "_try_acquire", refuse)
+
+
+def test_weights_for_inference_fall_back_too_and_move_nothing(
+    saved, monkeypatch):
+  """A reader (writable=False) skips the damaged step, leaves it where it
+  is and never touches the workdir, which may be read-only."""
   _truncate_largest_file(saved / "checkpoints" / "2" / "params")
+  before = sorted(p.relative_to(saved) for p in saved.rglob("*"))
+  _no_writes(monkeypatch)
   with checkpoint.Checkpointer(str(saved), writable=False) as ckpt:
     params, step, name = ckpt.restore_weights(_abstract(_state())["params"])
   assert (step, name) == (1, "params")
   np.testing.assert_array_equal(params["conv"]["kernel"],
                                 np.full((3, 3, 2, 4), 1.0))
-  assert (saved / "checkpoints" / "damaged" / "2").is_dir()
+  assert sorted(p.relative_to(saved) for p in saved.rglob("*")) == before
+
+
+def test_reading_an_intact_workdir_takes_no_lock(saved, monkeypatch):
+  _no_writes(monkeypatch)
+  with checkpoint.Checkpointer(str(saved), writable=False) as ckpt:
+    assert ckpt.restore_weights(_abstract(_state())["params"])[1] == 2
+  with checkpoint.Checkpointer(str(saved)) as ckpt:  # a resuming trainer
+    assert ckpt.restore_latest(_abstract(_state()))[0] == 2
+
+
+def test_a_workdir_without_a_lock_file_is_left_as_it_is(saved, monkeypatch):
+  """When the lock file cannot be made (a read-only workdir), a trainer
+  that finds a damaged step skips it without moving it."""
+  _truncate_largest_file(saved / "checkpoints" / "2" / "params")
+  def read_only(workdir):
+    raise PermissionError(13, "Permission denied")
+  monkeypatch.setattr(lock, "_try_acquire", read_only)
+  with checkpoint.Checkpointer(str(saved)) as ckpt:
+    assert ckpt.restore_latest(_abstract(_state()))[0] == 1
+  assert (saved / "checkpoints" / "2").is_dir()
+  assert not (saved / "checkpoints" / "damaged").exists()
 
 
 def test_training_resumes_after_the_fallback_and_saves_that_step_again(saved):
@@ -224,8 +258,8 @@ def test_a_workdir_held_by_another_run_keeps_its_damaged_checkpoint(saved,
   held = open(saved / lock.LOCK_NAME, "w")  # another open file: another run
   fcntl.flock(held, fcntl.LOCK_EX)
   try:
-    with checkpoint.Checkpointer(str(saved), writable=False) as ckpt:
-      assert ckpt.restore_weights(_abstract(_state())["params"])[1] == 1
+    with checkpoint.Checkpointer(str(saved)) as ckpt:
+      assert ckpt.restore_latest(_abstract(_state()))[0] == 1
   finally:
     held.close()
   assert (saved / "checkpoints" / "2").is_dir()

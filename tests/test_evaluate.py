@@ -18,7 +18,7 @@ import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import inference_helpers as helpers
-from ffc_ddpm import baselines, evaluate, parallel, perceptual
+from ffc_ddpm import baselines, evaluate, inference, parallel, perceptual
 from ffc_ddpm.data import masks as masks_lib
 
 MASKS = ("center", "random")
@@ -173,10 +173,29 @@ def test_markdown_table_lists_the_baselines_and_the_model(clean):
 # ---------------------------------------------------------- mean of K
 @pytest.fixture(scope="module")
 def mean_of_k(trained, tmp_path_factory):
+  """Evaluated with K = 3, the sampler's batch sizes recorded."""
   workdir = helpers.copy_checkpoints(trained, tmp_path_factory.mktemp("k"))
   config = eval_config()
   config.eval.num_samples = 3
-  return workdir, evaluate.evaluate(config, str(workdir))
+  calls, sample_k = [], inference.sample_k
+  def recording(loaded, x, *args, **kwargs):
+    calls.append(x.shape[0] * args[-1])
+    return sample_k(loaded, x, *args, **kwargs)
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(inference, "sample_k", recording)
+    results = evaluate.evaluate(config, str(workdir))
+  return workdir, results, calls
+
+
+def test_k_samples_share_the_batch_size(mean_of_k):
+  """eval.batch_size is the images per sampler call: batch_size // K
+  examples, each drawn K times."""
+  *_, calls = mean_of_k
+  config = eval_config()
+  per_call = config.eval.batch_size // 3 * 3
+  assert calls and set(calls) == {per_call}
+  assert len(calls) == len(MASKS) * -(-config.eval.num_images //
+                                      (config.eval.batch_size // 3))
 
 
 def test_mean_of_k_is_scored_beside_the_unchanged_first_sample(clean,
@@ -186,7 +205,7 @@ def test_mean_of_k_is_scored_beside_the_unchanged_first_sample(clean,
   results.json and its row in results.md; the grid shows it and the
   uncertainty map, whose colour is that of 0 outside the hole."""
   clean_dir, clean_results = clean
-  workdir, results = mean_of_k
+  workdir, results, _ = mean_of_k
   rows = {(r["mask"], int(r["index"]), r["method"]): r
           for r in read_csv(workdir)}
   for (mask, index, method), row in {

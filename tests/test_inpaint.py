@@ -63,6 +63,18 @@ def test_no_hole_value_reaches_a_known_model_pixel_on_random_holes():
     assert (mask[nearest(hole, size, size)[..., 0] == 1] == 1).all()
 
 
+def test_a_photo_at_the_models_size_keeps_its_hole_and_context():
+  """At equal sizes Pillow's resize is a copy, so the model sees the photo
+  and exactly its hole (as evaluation does), no hole grown around it."""
+  rng = np.random.default_rng(1)
+  for _ in range(20):
+    hole = random_hole(rng, 16, 16)
+    photo = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    x, mask = inpaint.to_model_input(photo, hole, 16)
+    np.testing.assert_array_equal(mask, hole)
+    np.testing.assert_array_equal(x, photo.astype(np.float32) / 127.5 - 1)
+
+
 @pytest.mark.parametrize("height,width", [(37, 23), (9, 11), (11, 40)])
 def test_no_colour_from_the_hole_reaches_the_known_model_pixels(height,
                                                                 width):
@@ -79,6 +91,18 @@ def test_no_colour_from_the_hole_reaches_the_known_model_pixels(height,
     assert x.shape == (16, 16, 3) and x.min() >= -1 and x.max() <= 1
 
 
+def pillow_reach(hole, size):
+  """The model pixels that Pillow's bicubic resize gives any weight from a
+  hole pixel: each hole pixel resized alone (float, so no weight hides)."""
+  reached = np.zeros((size, size), bool)
+  for row, col in np.argwhere(hole[..., 0] == 1):
+    delta = np.zeros(hole.shape[:2], np.float32)
+    delta[row, col] = 1
+    reached |= np.asarray(Image.fromarray(delta, mode="F").resize(
+        (size, size), Image.Resampling.BICUBIC)) != 0
+  return reached.astype(np.float32)[..., None]
+
+
 def bicubic(pixels, size):
   return np.asarray(Image.fromarray(pixels).resize(
       (size, size), Image.Resampling.BICUBIC), np.float32) / 127.5 - 1
@@ -91,8 +115,7 @@ def test_a_wide_photo_is_seen_through_a_square_around_the_hole():
   hole = rectangle_hole(11, 40, 3, 25, 4, 6)  # columns 25..30, centre 28
   x, mask = inpaint.to_model_input(photo, hole, 16)
   np.testing.assert_array_equal(x, bicubic(photo[:, 22:33], 16))
-  np.testing.assert_array_equal(
-      mask, inpaint.hole_at_size(hole[:, 22:33], 16))
+  np.testing.assert_array_equal(mask, pillow_reach(hole[:, 22:33], 16))
   at_the_edge = rectangle_hole(11, 40, 3, 36, 4, 4)  # kept inside the photo
   x, _ = inpaint.to_model_input(photo, at_the_edge, 16)
   np.testing.assert_array_equal(x, bicubic(photo[:, 29:40], 16))
@@ -105,7 +128,7 @@ def test_a_hole_longer_than_the_short_side_gets_a_reflect_padded_square():
   x, mask = inpaint.to_model_input(photo, hole, 16)
   reflect = lambda a: np.pad(a[:, 2:16], ((2, 2), (0, 0), (0, 0)), "reflect")
   np.testing.assert_array_equal(x, bicubic(reflect(photo), 16))
-  np.testing.assert_array_equal(mask, inpaint.hole_at_size(reflect(hole), 16))
+  np.testing.assert_array_equal(mask, pillow_reach(reflect(hole), 16))
   colour = np.array([10, 200, 30], np.uint8)
   result = inpaint.from_model_output(
       np.broadcast_to(colour / 127.5 - 1, (16, 16, 3)),
@@ -360,6 +383,11 @@ def test_repaint_inpainting_keeps_the_known_pixels(unconditional):
 def test_few_examples_are_sampled_in_small_batches():
   assert [inference.padded_batch_size(16, n) for n in (1, 2, 3, 5, 16, 40)
           ] == [1, 2, 4, 8, 16, 16]
+
+
+def test_a_sampler_call_holds_batch_size_images_whatever_k():
+  assert [inference.examples_per_call(16, k) for k in (1, 2, 3, 8, 16, 40)
+          ] == [16, 8, 5, 2, 1, 1]
 
 
 def test_sampling_refuses_a_conditional_model(tmp_path):

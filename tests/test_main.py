@@ -194,7 +194,9 @@ def test_inpainting_falls_back_from_a_damaged_checkpoint(tmp_path):
   assert warnings[0].endswith("; using step 0")
   assert "Loaded params of step 0" in result.stderr
   assert (tmp_path / "filled.png").exists()
-  assert (tmp_path / "run" / "checkpoints" / "damaged" / "1").is_dir()
+  assert warnings[0].count("left in place (reading only)") == 1
+  assert (tmp_path / "run" / "checkpoints" / "1").is_dir()  # not moved
+  assert not (tmp_path / "run" / "checkpoints" / "damaged").exists()
 
 
 def test_eval_runs_while_training_holds_the_workdir(tmp_path):

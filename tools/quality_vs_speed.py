@@ -6,7 +6,8 @@
       --num_samples=4 --num_images=100 --masks=center,random
 
 loads the checkpoint of WORKDIR once (the latest, or --step; the EMA weights
-when config.eval.use_ema) and evaluates it with every sampler at every step
+when config.eval.use_ema), or a weights file (--weights, with its model
+settings, as the main job's --weights), and evaluates it with every sampler at every step
 count (network calls: `config.eval.num_steps`) on the same images and masks,
 each run the ordinary evaluation (`evaluate.evaluate_loaded`) of a config
 that differs only in `eval.sampler`, `eval.num_steps` and `eval.eta` (kept
@@ -48,6 +49,10 @@ from ml_collections import config_flags
 from ffc_ddpm import configuration
 
 TIMING_FILE = "timing.json"
+# config.eval fields that `evaluate.run_settings` leaves out (they do not
+# change a score) but that change what a run covers or how long it takes.
+TIMED_FIELDS = ("num_images", "batch_size", "masks", "baselines",
+                "num_grid_images")
 STEM = "quality_vs_speed"
 PANEL = (480, 360)  # one mask's plot, pixels
 LEGEND_HEIGHT = 30
@@ -91,16 +96,19 @@ def warm_up(config, loaded, scorer) -> None:
   a run's time does not include compilation."""
   # pylint: disable=g-import-not-at-top
   import jax
-  from ffc_ddpm import inference, parallel
+  from ffc_ddpm import evaluate, inference, parallel
   from ffc_ddpm.data import pipeline
   ec = config.eval
+  examples = inference.examples_per_call(ec.batch_size, ec.num_samples)
   local = next(iter(pipeline.eval_batches(
-      config, ec.split, ec.masks[0], min(ec.batch_size, ec.num_images),
-      ec.batch_size)))
+      config, ec.split, ec.masks[0], min(examples, ec.num_images),
+      examples)))
   batch = parallel.global_batch(local, loaded.mesh)
-  key = jax.random.key(config.seed)
-  samples = inference.sample_k(loaded, batch["image"], batch["mask"],
-                               batch["index"], key, key, ec.num_samples)
+  root = jax.random.key(config.seed)
+  samples = inference.sample_k(
+      loaded, batch["image"], batch["mask"], batch["index"],
+      jax.random.fold_in(root, evaluate.EVAL),
+      jax.random.fold_in(root, evaluate.EVAL_EXTRA), ec.num_samples)
   mean = inference.mean_of_samples(samples, batch["image"], batch["mask"])
   jax.block_until_ready([scorer.scores(out, batch["image"])
                          for out in (samples[:, 0], mean)])
@@ -112,7 +120,12 @@ def timed_run(config, loaded, scorer, out_dir: str, warmup: bool) -> tuple:
   # pylint: disable=g-import-not-at-top
   import jax
   from ffc_ddpm import evaluate
-  settings = evaluate.run_settings(config, loaded.step, loaded.weights)
+  # A reused run must have scored the same images in the same way, and
+  # been timed on the same batches after the same warm-up.
+  settings = dict(evaluate.run_settings(config, loaded.step, loaded.weights),
+                  timed={f: config.eval[f] for f in TIMED_FIELDS},
+                  warmup=warmup)
+  settings = json.loads(json.dumps(settings, default=str))
   timing = _read_json(os.path.join(out_dir, TIMING_FILE))
   results = _read_json(os.path.join(out_dir, "results.json"))
   if timing and results and timing.get("settings") == settings:
@@ -150,9 +163,11 @@ def table_row(sampler: str, num_steps: int, results: dict, wall: float,
           "results": os.path.join(run_dir, "results.json")}
 
 
-def quality_vs_speed(config, workdir: str, out_dir: str, samplers, steps,
-                     step: int | None = None, warmup: bool = True) -> dict:
-  """Scores the checkpoint of `workdir` under every (sampler, steps) and
+def quality_vs_speed(config, workdir: str | None, out_dir: str, samplers,
+                     steps, step: int | None = None, warmup: bool = True,
+                     weights_file: str | None = None) -> dict:
+  """Scores the checkpoint of `workdir` (or `weights_file`, whose model
+  `config` must describe) under every (sampler, steps) and
   writes the table and the plot into `out_dir`; returns the table
   (quality_vs_speed.json's content). `config` holds the shared evaluation
   settings (`sweep_config`)."""
@@ -170,7 +185,7 @@ def quality_vs_speed(config, workdir: str, out_dir: str, samplers, steps,
     mesh = parallel.create_mesh(config.train.model_axis_size)
     scorer = evaluate.Scorer(config, mesh)
     model, params, loaded_step, weights = inference.load_weights(
-        config, workdir, mesh, step)
+        config, workdir, mesh, step, weights_file)
     for (sampler, num_steps), cfg in configs.items():
       loaded = inference.Inference(mesh, params, int(loaded_step), weights,
                                    inference.create_sampler(cfg, model))
@@ -179,7 +194,7 @@ def quality_vs_speed(config, workdir: str, out_dir: str, samplers, steps,
       results, wall = timed_run(cfg, loaded, scorer,
                                 os.path.join(out_dir, run_dir), warmup)
       rows.append(table_row(sampler, num_steps, results, wall, run_dir))
-    table = {"workdir": workdir, "step": int(loaded_step), "weights": weights,
+    table = {"workdir": workdir or weights_file, "step": int(loaded_step), "weights": weights,
              "model": results["model"],
              "image_size": int(config.data.image_size),
              "masks": list(config.eval.masks),
@@ -363,12 +378,15 @@ def _write_json(path: str, value) -> None:
 def define_flags() -> None:
   """The command's flags, defined only when it runs as a program, so
   that tests can import its functions beside other tools' flags."""
-  global _CONFIG, _WORKDIR, _STEP, _OUT, _SAMPLERS, _STEPS
+  global _CONFIG, _WORKDIR, _WEIGHTS, _STEP, _OUT, _SAMPLERS, _STEPS
   global _NUM_SAMPLES, _NUM_IMAGES, _MASKS, _WARMUP
   _CONFIG = config_flags.DEFINE_config_file(
       "config", None, "Config file of the model (e.g. configs/celebahq.py).",
       lock_config=True)
   _WORKDIR = flags.DEFINE_string("workdir", None, "The model's workdir.")
+  _WEIGHTS = flags.DEFINE_string(
+      "weights", None, "A weights file (tools/export_weights.py) instead of "
+      "--workdir; its model settings replace --config's.")
   _STEP = flags.DEFINE_integer("step", None,
                                "Checkpoint step (default: the latest).")
   _OUT = flags.DEFINE_string("out", None, "Output folder.")
@@ -391,15 +409,24 @@ def define_flags() -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     sys.exit(f"error: unexpected arguments: {' '.join(argv[1:])}")
-  if _CONFIG.value is None or not _WORKDIR.value or not _OUT.value:
-    sys.exit("error: --config, --workdir and --out are required")
+  if (_CONFIG.value is None or not _OUT.value
+      or bool(_WORKDIR.value) == bool(_WEIGHTS.value)):
+    sys.exit("error: --config, --out and one of --workdir or --weights are "
+             "required")
   try:
     steps = [int(s) for s in _STEPS.value]
-    config = sweep_config(_CONFIG.value, _NUM_SAMPLES.value,
+    config = _CONFIG.value
+    if _WEIGHTS.value:
+      # pylint: disable=g-import-not-at-top
+      from ffc_ddpm import weights
+      config, _ = weights.model_config(
+          config, weights.read_metadata(_WEIGHTS.value), _WEIGHTS.value)
+    config = sweep_config(config, _NUM_SAMPLES.value,
                           _NUM_IMAGES.value, _MASKS.value)
     configuration.check_data_path(config)
     quality_vs_speed(config, _WORKDIR.value, _OUT.value, _SAMPLERS.value,
-                     steps, step=_STEP.value, warmup=_WARMUP.value)
+                     steps, step=_STEP.value, warmup=_WARMUP.value,
+                     weights_file=_WEIGHTS.value)
   except (ValueError, OSError) as e:  # bad settings, missing files
     sys.exit(f"error: {' '.join(str(e).split())}")
   print(f"Wrote {os.path.join(_OUT.value, STEM)}.json, .md and .png")

@@ -161,8 +161,9 @@ def dpm_solver_coefficients(diffusion: process.Diffusion
     "x0": alpha_{t-1} (1 - e^{-h_t}),
     "correction": 1 / (2 r_t), r_t = h_{t+1} / h_t (the previous step's
       length over this one's); 0 makes the step first order, i.e. DDIM.
-  First order are the first step (t = T - 1: no earlier x_0) and, like
-  `lower_order_final` of LuChengTHU/dpm-solver and diffusers, the last two:
+  First order are the first step (t = T - 1: no earlier x_0) and, at any
+  step count, the last two (our choice; LuChengTHU/dpm-solver's
+  `lower_order_final` lowers only the final step, and only below 10 steps):
   into t = 0 (on an evenly respaced grid the longest step in lambda, r << 1,
   where the extrapolation is unstable) and from t = 0 to the data (h = inf,
   where the step returns x_0 itself). Float64 arithmetic, float32 tables.

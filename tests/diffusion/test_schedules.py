@@ -87,6 +87,29 @@ def test_space_timesteps_sections_span_their_ranges():
   assert np.ptp(np.diff(first)) == 0  # 99 / 9 = 11 exactly
 
 
+# Outputs of guided-diffusion's respace.space_timesteps (openai/guided-
+# diffusion at its main branch), run once and written down here.
+GUIDED_DIFFUSION_RESPACING = {
+    (1000, "10,15,20"): [
+        0, 37, 74, 111, 148, 185, 222, 259, 296, 333, 334, 358, 381, 405, 429,
+        453, 476, 500, 524, 547, 571, 595, 619, 642, 666, 667, 684, 702, 719,
+        737, 754, 772, 789, 807, 824, 842, 859, 877, 894, 912, 929, 947, 964,
+        982, 999],
+    (2000, "25"): [
+        0, 83, 167, 250, 333, 416, 500, 583, 666, 750, 833, 916, 999, 1083,
+        1166, 1249, 1333, 1416, 1499, 1583, 1666, 1749, 1832, 1916, 1999],
+    (1000, "ddim50"): list(range(0, 1000, 20)),
+    (300, "7,3"): [0, 25, 50, 74, 99, 124, 149, 150, 224, 299],
+}
+
+
+@pytest.mark.parametrize("num_timesteps, counts",
+                         sorted(GUIDED_DIFFUSION_RESPACING))
+def test_space_timesteps_equals_guided_diffusions(num_timesteps, counts):
+  assert sorted(schedules.space_timesteps(num_timesteps, counts)) == (
+      GUIDED_DIFFUSION_RESPACING[num_timesteps, counts])
+
+
 def _accumulate_then_round(num_timesteps, count):
   """guided-diffusion's rule for one section, restated as its explicit loop:
   a float index grows by the stride and each value is rounded when taken."""
