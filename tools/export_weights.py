@@ -23,17 +23,6 @@ import jax
 
 from ffc_ddpm import configuration, inference, parallel, train, weights
 
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the "
-                             "newest that reads).")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", list(weights.STORAGE_DTYPES),
-                           "How the parameters are stored (float16 halves "
-                           "the file; they are read back as float32).")
-_EMA = flags.DEFINE_bool("ema", True, "Export the EMA parameters (when the "
-                         "checkpoint has them).")
-_CONFIG = flags.DEFINE_string(
-    "config", None, "The run's config file (default: WORKDIR/config.json, "
-    "then WORKDIR/config.py).")
-
 DEFAULT_CONFIG = (pathlib.Path(__file__).resolve().parents[1] / "configs" /
                   "default.py")
 
@@ -71,6 +60,22 @@ def export(workdir: str, out: str, step: int | None = None,
   return meta
 
 
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as a program, so that
+  tests can import its functions beside other tools' flags."""
+  global _STEP, _DTYPE, _EMA, _CONFIG
+  _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the "
+                               "newest that reads).")
+  _DTYPE = flags.DEFINE_enum(
+      "dtype", "float32", list(weights.STORAGE_DTYPES), "How the parameters "
+      "are stored (float16 halves the file; they are read back as float32).")
+  _EMA = flags.DEFINE_bool("ema", True, "Export the EMA parameters (when "
+                           "the checkpoint has them).")
+  _CONFIG = flags.DEFINE_string(
+      "config", None, "The run's config file (default: WORKDIR/config.json, "
+      "then WORKDIR/config.py).")
+
+
 def main(argv):
   if len(argv) != 3:
     sys.exit("usage: export_weights.py WORKDIR OUT.npz [--step=N] "
@@ -89,4 +94,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
