@@ -40,7 +40,11 @@ def get_config():
   config.model.dropout = 0.0
   config.model.ffc.num_blocks = 1
 
-  config.train.num_steps = 6000
+  # 14,000 steps of 16 (224k images, ~10 epochs): ~6.5 h on a 2-core CPU,
+  # resumable across sessions. From 1,500 to 2,000 steps the centre mean of
+  # 8 (32 validation faces, DDPM-10) still gained 0.18 dB, and at 2,750 the
+  # fills still missed the skin's colour at times.
+  config.train.num_steps = 14000
   config.train.batch_size = 16
   config.train.learning_rate = 1e-3
   config.train.warmup_steps = 200
@@ -56,6 +60,9 @@ def get_config():
                        "folder:../shared/data/masks/thick")
   config.eval.num_images = 1000
   config.eval.batch_size = 50
-  config.eval.sampler = "ddim"
-  config.eval.num_steps = 50
+  # Ancestral DDPM in 10 calls: at 2,000 steps, 32 validation faces, centre,
+  # one sample 20.30 dB and mean of 8 22.49 dB, against 17.87 and 21.66 for
+  # DPM-Solver++ in 10 (DDIM did no better on the demo).
+  config.eval.sampler = "ddpm"
+  config.eval.num_steps = 10
   return config

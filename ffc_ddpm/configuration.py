@@ -264,16 +264,17 @@ def _check_relations(config) -> None:
     _fail("eval.eta", ev.eta, "0 unless eval.sampler='ddim'")
   if ev.eta > 1:
     _fail("eval.eta", ev.eta, "a value in [0, 1]")
-  if config.data.source != "synthetic" and not config.data.path:
-    _fail("data.path", config.data.path,
-          f"the location of the {config.data.source!r} data")
 
 
 def check_data_path(config) -> None:
-  """The data the config names must exist (before any compute)."""
+  """The data the config names must exist (before any compute): for
+  training and evaluation, not for inpainting users' photos."""
   source, path = config.data.source, config.data.path
   if source == "synthetic":
     return
+  if not path:
+    _fail("data.path", path, f"the location of the {source!r} data (e.g. "
+          "--config.data.path=DIR)")
   kind = "file" if source == "arrayrecord" else "directory"
   if not os.path.exists(path):
     raise FileNotFoundError(

@@ -38,6 +38,10 @@ def run_main(*args, cwd=ROOT):
      "config.data.train_masks: unknown mask 'oval'"),
     (["--config.data.source=folder", "--config.data.path=/nonexistent/faces"],
      "config.data.path='/nonexistent/faces'"),
+    (["--config.data.source=folder"], "config.data.path='': expected the "
+     "location of the 'folder' data (e.g. --config.data.path=DIR)"),
+    (["--config.data.source=folder", "--mode=eval"],
+     "config.data.path='': expected the location"),
     (["--mode=inpaint"], "--mode=inpaint needs --image"),
 ])
 def test_bad_input_gives_one_line(tmp_path, extra, needle):
