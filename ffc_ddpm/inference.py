@@ -202,10 +202,11 @@ def sample_padded(inference: Inference, x_known: np.ndarray,
 
   Batches have `padded_batch_size(examples_per_call(batch_size,
   num_samples), len(indices))` examples (each sampled `num_samples` times,
-  `sample_k`), the last padded by repeating its final example. Example i's noise comes
-  from `key` (and `extra` for samples k > 0) folded with indices[i],
-  whatever the batch. `progress(done_images, total_images)` follows the
-  batches, `step_progress(done_steps, total_steps)` the sampler within each.
+  `sample_k`), the last padded by repeating its final example. Example i's
+  noise comes from `key` (and `extra` for samples k > 0) folded with
+  indices[i], whatever the batch. `progress(done_images, total_images)`
+  follows the batches, `step_progress(done_steps, total_steps)` the sampler
+  within each.
   Returns float32 images in [-1, 1], (N, K, H, W, C), on every host.
   """
   size = padded_batch_size(examples_per_call(batch_size, num_samples),

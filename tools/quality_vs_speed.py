@@ -7,11 +7,12 @@
 
 loads the checkpoint of WORKDIR once (the latest, or --step; the EMA weights
 when config.eval.use_ema), or a weights file (--weights, with its model
-settings, as the main job's --weights), and evaluates it with every sampler at every step
-count (network calls: `config.eval.num_steps`) on the same images and masks,
-each run the ordinary evaluation (`evaluate.evaluate_loaded`) of a config
-that differs only in `eval.sampler`, `eval.num_steps` and `eval.eta` (kept
-for DDIM, 0 for the others), with no classical baselines. The model is
+settings, as the main job's --weights), and evaluates it with every sampler
+at every step count (network calls: `config.eval.num_steps`) on the same
+images and masks, each run the ordinary evaluation
+(`evaluate.evaluate_loaded`) of a config that differs only in
+`eval.sampler`, `eval.num_steps` and `eval.eta` (kept for DDIM, 0 for the
+others), with no classical baselines. The model is
 scored on its first sample and on the per-pixel mean of K samples
 (--num_samples, default config.eval.num_samples). Any config field can be
 overridden as in the main job: --config.eval.batch_size=16.
@@ -194,7 +195,8 @@ def quality_vs_speed(config, workdir: str | None, out_dir: str, samplers,
       results, wall = timed_run(cfg, loaded, scorer,
                                 os.path.join(out_dir, run_dir), warmup)
       rows.append(table_row(sampler, num_steps, results, wall, run_dir))
-    table = {"workdir": workdir or weights_file, "step": int(loaded_step), "weights": weights,
+    table = {"workdir": workdir or weights_file, "step": int(loaded_step),
+             "weights": weights,
              "model": results["model"],
              "image_size": int(config.data.image_size),
              "masks": list(config.eval.masks),
