@@ -4,6 +4,7 @@ import os
 import pathlib
 import subprocess
 import sys
+import time
 
 import numpy as np
 from PIL import Image
@@ -201,6 +202,34 @@ def test_inpainting_falls_back_from_a_damaged_checkpoint(tmp_path):
   assert warnings[0].count("left in place (reading only)") == 1
   assert (tmp_path / "run" / "checkpoints" / "1").is_dir()  # not moved
   assert not (tmp_path / "run" / "checkpoints" / "damaged").exists()
+
+
+def test_a_first_evaluation_holds_its_folder(tmp_path):
+  """A workdir never evaluated has no eval/ folder yet: the evaluation
+  makes it and holds it, so a second one started meanwhile is refused."""
+  workdir = str(tmp_path)
+  helpers.random_checkpoint(helpers.tiny_config(), workdir)
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  first = subprocess.Popen(
+      [sys.executable, "-m", "ffc_ddpm.main", "--config=configs/test.py",
+       "--mode=eval", f"--workdir={workdir}", "--config.eval.num_images=8",
+       "--config.eval.batch_size=1", "--config.eval.masks=('center',)"],
+      cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+      text=True)
+  try:
+    held = tmp_path / "eval" / lock.LOCK_NAME
+    for _ in range(600):
+      if held.exists() or first.poll() is not None:
+        break
+      time.sleep(0.1)
+    assert held.exists(), "the first evaluation did not hold eval/"
+    second = run_main("--config=configs/test.py", "--mode=eval",
+                      f"--workdir={workdir}")
+    assert second.returncode == 2
+    assert "is in use by another run" in _last_line(second)
+  finally:
+    _, errors = first.communicate(timeout=300)
+  assert first.returncode == 0, errors[-2000:]
 
 
 def test_eval_runs_while_training_holds_the_workdir(tmp_path):
