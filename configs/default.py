@@ -132,9 +132,12 @@ def get_config() -> ml_collections.ConfigDict:
   # ddpm | ddim | repaint (unconditional models) | dpm_solver (DPM-Solver++
   # 2M, Lu et al. 2022: a second-order ODE solver, for 10-20 steps)
   ev.sampler = "ddim"
-  # denoising steps = network calls (repaint: its t_T), evenly respaced
-  # from diffusion.num_steps
+  # denoising steps = network calls (repaint: its t_T), respaced from
+  # diffusion.num_steps
   ev.num_steps = 100
+  # uniform (guided-diffusion's even respacing) | quadratic (DDIM: denser at
+  # low noise) | log_snr (DPM-Solver's equal steps in log(abar / (1 - abar)))
+  ev.timestep_spacing = "uniform"
   # K: samples drawn per image (distinct noise, all K in one sampler call);
   # with K > 1 the per-pixel mean of the K, the distortion-optimal estimate
   # PSNR/SSIM reward, is scored beside sample 0.

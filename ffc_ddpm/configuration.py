@@ -194,6 +194,7 @@ _RANGES = {
     "eval.split": _choice("train", "validation", "test"),
     "eval.sampler": _choice("ddpm", "ddim", "repaint", "dpm_solver"),
     "eval.num_steps": _integer(1),
+    "eval.timestep_spacing": _choice("uniform", "quadratic", "log_snr"),
     "eval.num_samples": _integer(1),
     "eval.eta": _number(0),
     "eval.jump_length": _integer(1),

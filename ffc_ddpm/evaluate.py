@@ -510,6 +510,7 @@ def results_json(table: dict, config, step: int, weights: str,
       "baselines": {b: {m: scores(table[b, m]) for m in masks}
                     for b in ec.baselines},
       "sampler": {"name": ec.sampler, "num_steps": int(ec.num_steps),
+                  "timestep_spacing": ec.timestep_spacing,
                   "eta": float(ec.eta)},
       "weights": weights,
       "model": _model_title(config),
@@ -549,7 +550,8 @@ def results_markdown(results: dict) -> str:
   s = results["sampler"]
   lines += ["", f"{results['num_images']} images at {results['image_size']}x"
             f"{results['image_size']}, {s['name']} sampling with "
-            f"{s['num_steps']} steps, {results['weights']}. PSNR (dB, MAX = "
+            f"{s['num_steps']} {s.get('timestep_spacing', 'uniform')} steps, "
+            f"{results['weights']}. PSNR (dB, MAX = "
             "255) and SSIM on 8-bit images, higher is better"
             + ("; LPIPS and FID lower is better" if len(shown) > 2 else "")
             + "."]

@@ -59,6 +59,7 @@ def test_image_size_is_shared_by_data_and_model():
     ("train.ema_decay", 1.0, "a number in [0, 1)"),
     ("data.source", "imagenet", "one of synthetic"),
     ("eval.sampler", "euler", "one of ddpm"),
+    ("eval.timestep_spacing", "cubic", "one of uniform, quadratic, log_snr"),
     ("model.dtype", "float16", "one of float32"),
     ("model.ffc.ratio_gin", 1.5, "a number in [0, 1]"),
     ("eval.baselines", ("mean", "lama"), "a tuple of names"),

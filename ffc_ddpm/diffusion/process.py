@@ -99,7 +99,8 @@ def from_betas(betas: np.ndarray, timestep_map: np.ndarray | None = None
   return Diffusion(timestep_map=jnp.asarray(timestep_map, jnp.int32), **tables)
 
 
-def from_config(diffusion_config, respacing: Any = None) -> Diffusion:
+def from_config(diffusion_config, respacing: Any = None,
+                spacing: str = "uniform") -> Diffusion:
   """The process of `config.diffusion`, respaced when `respacing` is given.
 
   Args:
@@ -107,6 +108,9 @@ def from_config(diffusion_config, respacing: Any = None) -> Diffusion:
       beta_end).
     respacing: None, or `space_timesteps` section counts ("250", "ddim50",
       [10, 15, 20], 100): the subset of steps to keep.
+    spacing: how an int `respacing` count is spread over the steps
+      (`schedules.spaced_timesteps`); other spacings than "uniform" take an
+      int count only.
   """
   c = diffusion_config
   try:
@@ -114,7 +118,13 @@ def from_config(diffusion_config, respacing: Any = None) -> Diffusion:
                                 c.beta_end)
     if respacing is None:
       return from_betas(betas)
-    use = schedules.space_timesteps(c.num_steps, respacing)
+    if spacing == "uniform":
+      use = schedules.space_timesteps(c.num_steps, respacing)
+    elif isinstance(respacing, (int, np.integer)):
+      use = schedules.spaced_timesteps(betas, int(respacing), spacing)
+    else:
+      raise ValueError(f"respacing {respacing!r}: spacing {spacing!r} takes "
+                       "one step count")
     return from_betas(*schedules.respace(betas, use))
   except ValueError as e:
     raise ValueError(f"config.diffusion: {e}") from None

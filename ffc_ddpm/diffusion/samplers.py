@@ -469,8 +469,8 @@ def create_sampler(config, apply_fn: Callable, num_chunks: int = 10
 
   apply_fn(params, x_t, noise_level, cond) -> eps (3 channels) or eps and the
   variance value v (6 channels, model.learn_sigma). The diffusion's
-  num_steps are evenly respaced to eval.num_steps: the number of network
-  calls (for repaint, its t_T).
+  num_steps are respaced to eval.num_steps (the number of network calls;
+  for repaint, its t_T), spread by eval.timestep_spacing.
   """
   options = options_from_config(config)
   options.check()
@@ -479,5 +479,6 @@ def create_sampler(config, apply_fn: Callable, num_chunks: int = 10
     raise ValueError(f"config.eval.num_steps={config.eval.num_steps!r}: "
                      f"expected 1..{total} (config.diffusion.num_steps)")
   diffusion = process.from_config(config.diffusion,
-                                  respacing=[config.eval.num_steps])
+                                  respacing=config.eval.num_steps,
+                                  spacing=config.eval.timestep_spacing)
   return Sampler(diffusion, apply_fn, options, num_chunks)

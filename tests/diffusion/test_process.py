@@ -121,6 +121,16 @@ def test_respaced_process_from_config(ref):
                              rtol=1e-6)
 
 
+def test_process_respaced_by_a_spacing():
+  config = diffusion_config()
+  betas = schedules.get_betas("scaled_linear", 1000)
+  diffusion = process.from_config(config, respacing=12, spacing="log_snr")
+  expected = sorted(schedules.spaced_timesteps(betas, 12, "log_snr"))
+  np.testing.assert_array_equal(diffusion.timestep_map, expected)
+  np.testing.assert_allclose(diffusion.alphas_cumprod,
+                             np.cumprod(1 - betas)[expected], rtol=1e-6)
+
+
 def test_model_noise_level():
   diffusion = process.from_config(diffusion_config(), respacing=[4])
   t = jnp.asarray([0, 1, 3])
@@ -147,6 +157,8 @@ def test_inpainting_condition_hides_the_hole():
      "config.diffusion: schedule='sigmoid'"),
     (lambda: process.from_config(diffusion_config(), respacing="ddim7x"),
      "config.diffusion: respacing"),
+    (lambda: process.from_config(diffusion_config(), respacing="10,10",
+                                 spacing="quadratic"), "takes one step count"),
     (lambda: process.from_betas(np.array([0.1, 0.0])), "betas"),
     (lambda: process.p_mean_variance(
         process.from_betas(np.full(3, 0.1)), jnp.zeros((1, 2, 2, 3)),

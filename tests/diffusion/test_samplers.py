@@ -568,6 +568,16 @@ def test_create_sampler_from_config(config):
   np.testing.assert_array_equal(out[known], x_known[known])
 
 
+def test_create_sampler_spreads_its_calls_by_the_spacing(config):
+  config.eval.num_steps = 10
+  config.eval.timestep_spacing = "quadratic"
+  sampler = samplers.create_sampler(config, lambda *a: None)
+  # (i / 9)^2 * 1999 rounded, for i = 0..9
+  np.testing.assert_array_equal(
+      sampler.diffusion.timestep_map,
+      [0, 25, 99, 222, 395, 617, 888, 1209, 1579, 1999])
+
+
 @pytest.mark.parametrize("overrides, message", [
     ({"eval.sampler": "euler"}, "config.eval.sampler='euler'"),
     ({"eval.num_steps": 2001}, "config.eval.num_steps=2001"),

@@ -136,6 +136,56 @@ def test_space_timesteps_ties_follow_the_float_sums():
   assert 999 in steps and 1000 not in steps
 
 
+def paper_betas():
+  return schedules.get_betas("linear", 2000, 1e-6, 1e-2)
+
+
+def test_quadratic_spacing_by_hand():
+  """t_i = (i / 5)^2 * 100 for 6 of 101 steps."""
+  betas = np.full(101, 0.01)
+  assert schedules.spaced_timesteps(betas, 6, "quadratic") == {
+      0, 4, 16, 36, 64, 100}
+
+
+def test_log_snr_spacing_is_even_in_log_snr():
+  """Each kept step's lambda = log(abar / (1 - abar)) lies within the grid's
+  own resolution of an even ladder from lambda(T - 1) to lambda(0)."""
+  betas = paper_betas()
+  abar = np.exp(np.cumsum(np.log1p(-betas)))
+  lam = np.log(abar / (1 - abar))
+  steps = sorted(schedules.spaced_timesteps(betas, 10, "log_snr"))
+  assert len(steps) == 10 and steps[0] == 0 and steps[-1] == 1999
+  ladder = np.linspace(lam[0], lam[-1], 10)
+  resolution = np.abs(np.diff(lam)).max()  # the largest step-to-step change
+  assert np.abs(lam[steps] - ladder).max() <= resolution / 2 + 1e-9
+
+
+@pytest.mark.parametrize("spacing", ["quadratic", "log_snr"])
+def test_dense_spacings_spend_fewer_calls_on_pure_noise(spacing):
+  """On the paper's schedule, even respacing puts 4 of 10 calls where
+  abar < 0.012; the low-noise spacings put fewer there."""
+  betas = paper_betas()
+  abar = np.cumprod(1 - betas)
+  noisy = lambda steps: int((abar[sorted(steps)] < 0.012).sum())
+  assert noisy(schedules.spaced_timesteps(betas, 10, "uniform")) == 4
+  assert noisy(schedules.spaced_timesteps(betas, 10, spacing)) < 4
+
+
+@pytest.mark.parametrize("spacing", schedules.SPACINGS)
+@pytest.mark.parametrize("count", [1, 2, 7, 19, 20])
+def test_every_spacing_keeps_exactly_count_distinct_steps(spacing, count):
+  """Rounding ties (many at the dense end of a short process) are nudged
+  apart: exactly `count` distinct steps in [0, T)."""
+  betas = np.linspace(1e-4, 0.3, 20)
+  steps = schedules.spaced_timesteps(betas, count, spacing)
+  assert len(steps) == count and min(steps) >= 0 and max(steps) < 20
+
+
+def test_uniform_spacing_is_guided_diffusions_respacing():
+  assert schedules.spaced_timesteps(paper_betas(), 25, "uniform") == (
+      schedules.space_timesteps(2000, 25))
+
+
 @pytest.mark.parametrize("call, message", [
     (lambda: schedules.get_betas("quadratic", 10), "schedule='quadratic'"),
     (lambda: schedules.get_betas("linear", 10, 0.1, 1.5), "beta_end=1.5"),
@@ -146,6 +196,10 @@ def test_space_timesteps_ties_follow_the_float_sums():
     (lambda: schedules.space_timesteps(10, "5,x"), "'5,x'"),
     (lambda: schedules.space_timesteps(10, [6, 6]), "6 steps from a section"),
     (lambda: schedules.respace(np.full(5, 0.1), [2, 5]), "[0, 5)"),
+    (lambda: schedules.spaced_timesteps(np.full(5, 0.1), 2, "cubic"),
+     "spacing='cubic'"),
+    (lambda: schedules.spaced_timesteps(np.full(5, 0.1), 6, "log_snr"),
+     "6 of 5 steps"),
 ])
 def test_bad_input_is_a_one_line_error(call, message):
   with pytest.raises(ValueError) as err:
