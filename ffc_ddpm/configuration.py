@@ -233,6 +233,26 @@ def check_field_names(config, overridden: list[str]) -> None:
       node = node[part]
 
 
+def overridden_fields(argv: list[str]) -> list[str]:
+  """'train.num_steps' of each --config.train.num_steps=V (or
+  --noconfig.X) flag."""
+  names = []
+  for arg in argv:
+    for prefix in ("--config.", "--noconfig."):
+      if arg.startswith(prefix):
+        names.append(arg[len(prefix):].split("=", 1)[0])
+  return names
+
+
+def check_overrides(argv: list[str]) -> None:
+  """Before absl parses `argv`: every --config.X=V names a field of the
+  --config file (`check_field_names`), which is loaded to see them."""
+  for arg in argv:
+    if arg.startswith("--config="):
+      check_field_names(load_config(arg.split("=", 1)[1]),
+                        overridden_fields(argv))
+
+
 def _fail(field: str, value: Any, expected: str) -> None:
   raise ConfigError(f"config.{field}={value!r}: expected {expected}")
 

@@ -77,24 +77,12 @@ def parse_flags(argv: list[str]) -> list[str]:
         path = arg.split("=", 1)[1]
         if not os.path.isfile(path):
           _fail(f"--config={path}: no such config file")
-        configuration.check_field_names(configuration.load_config(path),
-                                        _overridden_fields(argv))
+    configuration.check_overrides(argv)
     return flags.FLAGS(argv)
   except configuration.ConfigError as e:
     _fail(_one_line(e))
   except Exception as e:  # pylint: disable=broad-except
     _fail(f"flags: {_one_line(e)}")
-
-
-def _overridden_fields(argv: list[str]) -> list[str]:
-  """'train.num_steps' of each --config.train.num_steps=V (or
-  --noconfig.X) flag."""
-  names = []
-  for arg in argv:
-    for prefix in ("--config.", "--noconfig."):
-      if arg.startswith(prefix):
-        names.append(arg[len(prefix):].split("=", 1)[0])
-  return names
 
 
 def check(config) -> None:

@@ -7,6 +7,7 @@ import json
 import math
 import pathlib
 import shutil
+import subprocess
 import sys
 
 import numpy as np
@@ -108,3 +109,17 @@ def test_a_repeated_sweep_reuses_finished_runs(swept, tmp_path):
   again = tool.quality_vs_speed(config, str(workdir), str(tmp_path),
                                 SAMPLERS[:1], STEPS[:1])
   assert again["rows"] == table["rows"][:1]  # the same wall time: reused
+
+
+def test_a_mistyped_override_is_one_line_naming_the_closest_field():
+  """As the main job: no absl traceback and no run for --config.X typos."""
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "tools" / "quality_vs_speed.py"),
+       f"--config={ROOT / 'configs' / 'test.py'}", "--out=unused",
+       "--weights=unused.npz", "--config.eval.num_step=3"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: config.eval.num_step: no such field; did you mean "
+      "config.eval.num_steps?")
+  assert "Traceback" not in result.stderr

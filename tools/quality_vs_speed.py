@@ -435,11 +435,12 @@ def main(argv) -> None:
 
 
 def _parse_flags(argv: list[str]) -> list[str]:
-  """absl parsing, after making `from configs import default` importable
-  for the --config file (as the main job does)."""
-  for arg in argv:
-    if arg.startswith("--config="):
-      configuration.add_config_root_to_path(arg.split("=", 1)[1])
+  """absl parsing, after checking --config.X overrides against the config
+  file's fields (one line naming the closest field, as the main job)."""
+  try:
+    configuration.check_overrides(argv)
+  except (configuration.ConfigError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
   return flags.FLAGS(argv)
 
 
