@@ -25,8 +25,8 @@ from ffc_ddpm import checkpoint, models, parallel, weights
 from ffc_ddpm.diffusion import samplers
 
 # The config.eval fields a sampler is built from (see samplers.create_sampler).
-_SAMPLER_FIELDS = ("sampler", "num_steps", "eta", "jump_length",
-                   "jump_n_sample")
+_SAMPLER_FIELDS = ("sampler", "num_steps", "timestep_spacing", "eta",
+                   "jump_length", "jump_n_sample")
 _CACHE_SIZE = 4
 _sampler_cache: collections.OrderedDict = collections.OrderedDict()
 

@@ -14,7 +14,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent / "diffusion"))
 import gaussian_oracle as go  # pylint: disable=wrong-import-position
-from ffc_ddpm import inference, parallel  # pylint: disable=wrong-import-position
+from ffc_ddpm import configuration, inference, models, parallel  # pylint: disable=wrong-import-position
 from ffc_ddpm.diffusion import process, samplers, schedules  # pylint: disable=wrong-import-position
 
 N = 8
@@ -88,3 +88,19 @@ def test_sample_keys_are_distinct_and_example_major():
   np.testing.assert_array_equal(
       data[:, 0], jax.random.key_data(samplers.example_keys(key,
                                                             np.arange(5))))
+
+
+def test_cached_samplers_differ_in_every_sampler_setting():
+  """The sampler cache hands back a new sampler when any field that shapes
+  its steps changes (a stale one would score the wrong sampler)."""
+  config = configuration.load_config(
+      str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "test.py"))
+  model = models.create_model(config.model)
+  first = inference.create_sampler(config, model)
+  assert inference.create_sampler(config, model) is first
+  config.eval.timestep_spacing = "quadratic"
+  spaced = inference.create_sampler(config, model)
+  assert sorted(schedules.spaced_timesteps(
+      schedules.get_betas("linear", 100, 1e-4, 0.05), 4, "quadratic")) == (
+          np.asarray(spaced.diffusion.timestep_map).tolist())
+  assert spaced is not first

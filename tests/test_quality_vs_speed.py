@@ -68,7 +68,7 @@ def test_table_has_every_run_with_finite_numbers(swept):
   markdown = (out / "quality_vs_speed.md").read_text()
   for s in SAMPLERS:
     for n in STEPS:
-      assert f"| {s} | {n} |" in markdown
+      assert f"| {s} | {n} | uniform |" in markdown
 
 
 def test_scores_are_the_runs_own(swept):
@@ -109,6 +109,31 @@ def test_a_repeated_sweep_reuses_finished_runs(swept, tmp_path):
   again = tool.quality_vs_speed(config, str(workdir), str(tmp_path),
                                 SAMPLERS[:1], STEPS[:1])
   assert again["rows"] == table["rows"][:1]  # the same wall time: reused
+
+
+def test_spacings_are_a_third_axis_with_their_own_runs(swept, tmp_path):
+  """--spacings: one run per spacing, each sampled with it (its results.json
+  says so), and one plot line per (sampler, spacing)."""
+  workdir, config, _, table = swept
+  spaced = tool.quality_vs_speed(config, str(workdir), str(tmp_path),
+                                 ["ddpm"], [4],
+                                 spacings=["uniform", "quadratic"])
+  assert [(r["sampler"], r["steps"], r["timestep_spacing"])
+          for r in spaced["rows"]] == [("ddpm", 4, "uniform"),
+                                       ("ddpm", 4, "quadratic")]
+  for row, name in zip(spaced["rows"], ["ddpm_4", "ddpm_4_quadratic"]):
+    results = json.loads((tmp_path / "runs" / name / "results.json")
+                         .read_text())
+    assert results["sampler"]["timestep_spacing"] == row["timestep_spacing"]
+  uniform = next(r for r in table["rows"]
+                 if (r["sampler"], r["steps"]) == ("ddpm", 4))
+  assert spaced["rows"][0]["masks"] == uniform["masks"]
+  assert spaced["rows"][1]["masks"] != uniform["masks"]
+  pixels = {tuple(p) for p in np.asarray(Image.open(
+      tmp_path / "quality_vs_speed.png").convert("RGB")).reshape(-1, 3)}
+  assert set(tool.COLOURS[:2]) <= pixels
+  assert "| ddpm | 4 | quadratic |" in (
+      tmp_path / "quality_vs_speed.md").read_text()
 
 
 def test_a_mistyped_override_is_one_line_naming_the_closest_field():

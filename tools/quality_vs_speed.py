@@ -8,11 +8,12 @@
 loads the checkpoint of WORKDIR once (the latest, or --step; the EMA weights
 when config.eval.use_ema), or a weights file (--weights, with its model
 settings, as the main job's --weights), and evaluates it with every sampler
-at every step count (network calls: `config.eval.num_steps`) on the same
-images and masks, each run the ordinary evaluation
-(`evaluate.evaluate_loaded`) of a config that differs only in
-`eval.sampler`, `eval.num_steps` and `eval.eta` (kept for DDIM, 0 for the
-others), with no classical baselines. The model is
+at every step count (network calls: `config.eval.num_steps`) and every
+spacing of those calls (--spacings: `config.eval.timestep_spacing` values,
+default the config's) on the same images and masks, each run the ordinary
+evaluation (`evaluate.evaluate_loaded`) of a config that differs only in
+`eval.sampler`, `eval.num_steps`, `eval.timestep_spacing` and `eval.eta`
+(kept for DDIM, 0 for the others), with no classical baselines. The model is
 scored on its first sample and on the per-pixel mean of K samples
 (--num_samples, default config.eval.num_samples). Any config field can be
 overridden as in the main job: --config.eval.batch_size=16.
@@ -23,16 +24,19 @@ to results.json written: sampling, scoring, grids and data loading.
 images/s counts evaluated images (each drawn K times) over all masks.
 
 Writes under OUT:
-  runs/<sampler>_<steps>/  that run's evaluation folder: results.json,
-                           results.md, per_image.csv, grids (as WORKDIR/eval),
-                           and timing.json; a finished run with the same
+  runs/<sampler>_<steps>[_<spacing>]/
+                           that run's evaluation folder (no suffix for
+                           uniform spacing): results.json, results.md,
+                           per_image.csv, grids (as WORKDIR/eval), and
+                           timing.json; a finished run with the same
                            settings is reused when the command is repeated
-  quality_vs_speed.json    one row per (sampler, steps): per mask PSNR, SSIM
-                           and mean_of_k {k, psnr, ssim}; wall_s, images_per_s
+  quality_vs_speed.json    one row per (sampler, steps, spacing): per mask
+                           PSNR, SSIM and mean_of_k {k, psnr, ssim}; wall_s,
+                           images_per_s
   quality_vs_speed.md      the same as a Markdown table
   quality_vs_speed.png     PSNR against network calls (log scale), one panel
-                           per mask, one colour per sampler; solid = one
-                           sample, dashed = mean of K
+                           per mask, one colour per sampler (and spacing);
+                           solid = one sample, dashed = mean of K
 """
 
 import json
@@ -75,19 +79,27 @@ def sweep_config(config, num_samples=None, num_images=None, masks=None):
   return config
 
 
-def run_config(config, sampler: str, num_steps: int):
+def run_config(config, sampler: str, num_steps: int, spacing: str):
   """The config of one run: `config` sampled by `sampler` in `num_steps`
-  network calls (eta kept for DDIM only: the others have none)."""
+  network calls spread by `spacing` (eta kept for DDIM only: the others
+  have none)."""
   config = config.copy_and_resolve_references()
   config.eval.sampler = sampler
   config.eval.num_steps = num_steps
+  config.eval.timestep_spacing = spacing
   if sampler != "ddim":
     config.eval.eta = 0.0
   return configuration.validate(config)
 
 
-def run_name(sampler: str, num_steps: int) -> str:
-  return f"{sampler}_{num_steps}"
+def run_name(sampler: str, num_steps: int, spacing: str) -> str:
+  suffix = "" if spacing == "uniform" else f"_{spacing}"
+  return f"{sampler}_{num_steps}{suffix}"
+
+
+def line_label(sampler: str, spacing: str, spacings) -> str:
+  """A plot line's name: the sampler, and its spacing when several."""
+  return sampler if len(spacings) == 1 else f"{sampler} {spacing}"
 
 
 # ----------------------------------------------------------------- runs
@@ -149,13 +161,14 @@ def timed_run(config, loaded, scorer, out_dir: str, warmup: bool) -> tuple:
   return results, wall
 
 
-def table_row(sampler: str, num_steps: int, results: dict, wall: float,
-              run_dir: str) -> dict:
-  """One (sampler, steps) row of quality_vs_speed.json."""
+def table_row(sampler: str, num_steps: int, spacing: str, results: dict,
+              wall: float, run_dir: str) -> dict:
+  """One (sampler, steps, spacing) row of quality_vs_speed.json."""
   masks = results["masks"]
   scored = sum(entry["num_images"] for entry in masks.values())
   keep = ("psnr", "ssim", "mean_of_k")
   return {"sampler": sampler, "steps": int(num_steps),
+          "timestep_spacing": spacing,
           "masks": {m: {k: entry[k] for k in keep} for m, entry in
                     masks.items()},
           "num_images": results["num_images"],
@@ -166,9 +179,10 @@ def table_row(sampler: str, num_steps: int, results: dict, wall: float,
 
 def quality_vs_speed(config, workdir: str | None, out_dir: str, samplers,
                      steps, step: int | None = None, warmup: bool = True,
-                     weights_file: str | None = None) -> dict:
+                     weights_file: str | None = None, spacings=None) -> dict:
   """Scores the checkpoint of `workdir` (or `weights_file`, whose model
-  `config` must describe) under every (sampler, steps) and
+  `config` must describe) under every (sampler, steps, spacing; the
+  spacings default to config.eval.timestep_spacing) and
   writes the table and the plot into `out_dir`; returns the table
   (quality_vs_speed.json's content). `config` holds the shared evaluation
   settings (`sweep_config`)."""
@@ -177,7 +191,9 @@ def quality_vs_speed(config, workdir: str | None, out_dir: str, samplers,
   from ffc_ddpm import evaluate, inference, lock, parallel
   from ffc_ddpm.data import masks as masks_lib
   steps = [int(s) for s in steps]
-  configs = {(s, n): run_config(config, s, n) for s in samplers for n in steps}
+  spacings = list(spacings or [config.eval.timestep_spacing])
+  configs = {(s, n, sp): run_config(config, s, n, sp)
+             for s in samplers for sp in spacings for n in steps}
   evaluate.check_config(config)
   for mask in config.eval.masks:
     masks_lib.validate_mask_name(mask)
@@ -187,21 +203,24 @@ def quality_vs_speed(config, workdir: str | None, out_dir: str, samplers,
     scorer = evaluate.Scorer(config, mesh)
     model, params, loaded_step, weights = inference.load_weights(
         config, workdir, mesh, step, weights_file)
-    for (sampler, num_steps), cfg in configs.items():
+    for (sampler, num_steps, spacing), cfg in configs.items():
       loaded = inference.Inference(mesh, params, int(loaded_step), weights,
                                    inference.create_sampler(cfg, model))
-      run_dir = os.path.join("runs", run_name(sampler, num_steps))
-      logging.info("%s, %d network calls", sampler, num_steps)
+      run_dir = os.path.join("runs", run_name(sampler, num_steps, spacing))
+      logging.info("%s, %d network calls, %s spacing", sampler, num_steps,
+                   spacing)
       results, wall = timed_run(cfg, loaded, scorer,
                                 os.path.join(out_dir, run_dir), warmup)
-      rows.append(table_row(sampler, num_steps, results, wall, run_dir))
+      rows.append(table_row(sampler, num_steps, spacing, results, wall,
+                            run_dir))
     table = {"workdir": workdir or weights_file, "step": int(loaded_step),
              "weights": weights,
              "model": results["model"],
              "image_size": int(config.data.image_size),
              "masks": list(config.eval.masks),
              "k": int(config.eval.num_samples),
-             "samplers": list(samplers), "steps": steps, "rows": rows}
+             "samplers": list(samplers), "steps": steps,
+             "spacings": spacings, "rows": rows}
     if jax.process_index() == 0:
       _write_json(os.path.join(out_dir, STEM + ".json"), table)
       with open(os.path.join(out_dir, STEM + ".md"), "w") as f:
@@ -213,17 +232,17 @@ def quality_vs_speed(config, workdir: str | None, out_dir: str, samplers,
 
 # ---------------------------------------------------------------- table
 def table_markdown(table: dict) -> str:
-  """One row per (sampler, steps): per mask PSNR and SSIM of one sample and
-  of the mean of K, then wall time and images/s."""
+  """One row per (sampler, steps, spacing): per mask PSNR and SSIM of one
+  sample and of the mean of K, then wall time and images/s."""
   k, masks = table["k"], table["masks"]
-  head = ["sampler", "network calls"]
+  head = ["sampler", "network calls", "spacing"]
   for m in masks:
     head += [f"{m} PSNR", f"{m} SSIM", f"{m} PSNR mean of {k}",
              f"{m} SSIM mean of {k}"]
   head += ["wall s", "images/s"]
   lines = ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
   for row in table["rows"]:
-    cells = [row["sampler"], str(row["steps"])]
+    cells = [row["sampler"], str(row["steps"]), row["timestep_spacing"]]
     for m in masks:
       e = row["masks"][m]
       cells += [f"{e['psnr']:.2f}", f"{e['ssim']:.3f}",
@@ -284,6 +303,11 @@ def _dashed(draw, points, fill, width=2, dash=8, gap=5) -> None:
       phase += step
 
 
+def _lines(table: dict) -> list[tuple[str, str]]:
+  """(sampler, spacing) of each plot line, in the table's order."""
+  return [(s, sp) for s in table["samplers"] for sp in table["spacings"]]
+
+
 def _panel(draw, left: int, table: dict, mask: str, y_range, font) -> None:
   """One mask's axes, ticks, grid and lines, in the panel at x = left."""
   width, height = PANEL
@@ -310,9 +334,10 @@ def _panel(draw, left: int, table: dict, mask: str, y_range, font) -> None:
             fill=black, font=font, anchor="mt")
   draw.text(((box[0] + box[2]) / 2, height - 8),
             "network calls (log scale)", fill=black, font=font, anchor="mb")
-  for i, sampler in enumerate(table["samplers"]):
+  for i, (sampler, spacing) in enumerate(_lines(table)):
     colour = COLOURS[i % len(COLOURS)]
-    rows = sorted((r for r in table["rows"] if r["sampler"] == sampler),
+    rows = sorted((r for r in table["rows"] if r["sampler"] == sampler
+                   and r["timestep_spacing"] == spacing),
                   key=lambda r: r["steps"])
     for key, dashed in (("one", False), ("mean", True)):
       values = [(r["steps"], r["masks"][mask]["psnr"] if key == "one" else
@@ -329,8 +354,9 @@ def _panel(draw, left: int, table: dict, mask: str, y_range, font) -> None:
 def _legend(draw, top: int, table: dict, font) -> None:
   """Sampler colours, then the line styles, in one row."""
   x, y, black = 62, top + LEGEND_HEIGHT // 2, (0, 0, 0)
-  entries = [(s, COLOURS[i % len(COLOURS)], False)
-             for i, s in enumerate(table["samplers"])]
+  entries = [(line_label(s, sp, table["spacings"]),
+              COLOURS[i % len(COLOURS)], False)
+             for i, (s, sp) in enumerate(_lines(table))]
   entries += [("one sample", black, False),
               (f"mean of {table['k']}", black, True)]
   for label, colour, dashed in entries:
@@ -345,7 +371,8 @@ def _legend(draw, top: int, table: dict, font) -> None:
 
 def plot(table: dict):
   """The PNG (a PIL image): PSNR against network calls, log-x, one panel per
-  mask; one colour per sampler, solid = one sample, dashed = mean of K."""
+  mask; one colour per sampler (and spacing), solid = one sample, dashed =
+  mean of K."""
   from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
   masks = table["masks"]
   image = Image.new("RGB", plot_size(len(masks)), (255, 255, 255))
@@ -381,7 +408,7 @@ def define_flags() -> None:
   """The command's flags, defined only when it runs as a program, so
   that tests can import its functions beside other tools' flags."""
   global _CONFIG, _WORKDIR, _WEIGHTS, _STEP, _OUT, _SAMPLERS, _STEPS
-  global _NUM_SAMPLES, _NUM_IMAGES, _MASKS, _WARMUP
+  global _NUM_SAMPLES, _NUM_IMAGES, _MASKS, _WARMUP, _SPACINGS
   _CONFIG = config_flags.DEFINE_config_file(
       "config", None, "Config file of the model (e.g. configs/celebahq.py).",
       lock_config=True)
@@ -404,6 +431,10 @@ def define_flags() -> None:
       "num_images", None, "Images per mask (default config.eval.num_images).")
   _MASKS = flags.DEFINE_list("masks", None,
                              "Mask protocols (default config.eval.masks).")
+  _SPACINGS = flags.DEFINE_list(
+      "spacings", None, "How the calls are spread over the diffusion's "
+      "steps: uniform, quadratic, log_snr (config.eval.timestep_spacing; "
+      "default: the config's).")
   _WARMUP = flags.DEFINE_bool(
       "warmup", True, "Compile each sampler on one batch before timing it.")
 
@@ -428,7 +459,7 @@ def main(argv) -> None:
     configuration.check_data_path(config)
     quality_vs_speed(config, _WORKDIR.value, _OUT.value, _SAMPLERS.value,
                      steps, step=_STEP.value, warmup=_WARMUP.value,
-                     weights_file=_WEIGHTS.value)
+                     weights_file=_WEIGHTS.value, spacings=_SPACINGS.value)
   except (ValueError, OSError) as e:  # bad settings, missing files
     sys.exit(f"error: {' '.join(str(e).split())}")
   print(f"Wrote {os.path.join(_OUT.value, STEM)}.json, .md and .png")
