@@ -125,11 +125,35 @@ def _reason(e: BaseException) -> str:
   return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS] + "..."
 
 
+# Failures of the machine rather than of the files: the checkpoint may be
+# intact, so these propagate and nothing is set aside.
+_MACHINE_ERRORS = (MemoryError, PermissionError, TimeoutError,
+                   ConnectionError)
+_MACHINE_MESSAGES = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory",
+                     "DEADLINE_EXCEEDED", "UNAVAILABLE")
+
+
+def _machine_failure(error: BaseException) -> bool:
+  """Whether `error`, or one it was raised from, is a machine's failure
+  (out of memory, no permission, a store that timed out)."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, _MACHINE_ERRORS) or any(
+        m in str(error) for m in _MACHINE_MESSAGES):
+      return True
+    error = error.__cause__ or error.__context__
+  return False
+
+
 def _reading(where: str, read: Callable[[], T]) -> T:
-  """`read()`, with any failure reported as DamagedCheckpointError."""
+  """`read()`, with its failure reported as DamagedCheckpointError unless
+  the machine, not the files, failed (`_machine_failure`)."""
   try:
     return read()
   except Exception as e:  # orbax and TensorStore fail in many ways
+    if _machine_failure(e):
+      raise
     raise DamagedCheckpointError(f"{where} is unreadable ({_reason(e)})"
                                  ) from e
 

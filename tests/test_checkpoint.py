@@ -272,3 +272,27 @@ def test_reading_creates_nothing(tmp_path):
     with pytest.raises(FileNotFoundError, match="train first"):
       ckpt.restore_weights({"w": jax.ShapeDtypeStruct((3,), jnp.float32)})
   assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("failure", [
+    MemoryError(),
+    PermissionError(13, "Permission denied"),
+    RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 4 GiB"),
+    ValueError("read failed"),  # raised from a timed-out store
+])
+def test_a_machine_failure_while_reading_is_not_taken_for_damage(
+    saved, monkeypatch, failure):
+  """Out of memory, no permission, a store that timed out: the error
+  propagates and the (intact) newest checkpoint stays where it is."""
+  def fail(*args, **kwargs):
+    if isinstance(failure, ValueError):
+      raise failure from TimeoutError("object store timed out")
+    raise failure
+  with checkpoint.Checkpointer(str(saved)) as ckpt:
+    monkeypatch.setattr(ckpt.manager, "restore", fail)
+    with pytest.raises(type(failure)) as error:
+      ckpt.restore_latest(_abstract(_state()))
+    assert not isinstance(error.value, checkpoint.DamagedCheckpointError)
+    monkeypatch.undo()
+    assert ckpt.all_steps() == [1, 2]
+  assert not (saved / "checkpoints" / "damaged").exists()
