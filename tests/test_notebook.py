@@ -3,11 +3,13 @@
 Its parameters cell is replaced by the tiny test config and a copy of the
 shared trained workdir: the notebook continues that run
 (nothing left to train), inpaints a synthetic face in a rectangle hole, and
-shows the grids. Every other cell runs as users run it.
+shows the grids. Then again from that run's exported weights (`WEIGHTS`),
+in an empty workdir. Every other cell runs as users run it.
 """
 
 import ast
 import shutil
+import sys
 
 import nbclient
 import nbformat
@@ -17,9 +19,13 @@ import pytest
 
 import inference_helpers as helpers
 
+sys.path.insert(0, str(helpers.ROOT / "tools"))
+import export_weights  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 NOTEBOOK = helpers.ROOT / "notebooks" / "ffc_ddpm_colab.ipynb"
-PARAMETERS = ("REPO_URL", "CONFIG", "TRAIN_STEPS", "WORKDIR", "MASK",
-              "RECTANGLES", "NUM_SAMPLES", "EVAL_IMAGES")
+PARAMETERS = ("REPO_URL", "CONFIG", "TRAIN_STEPS", "WORKDIR", "WEIGHTS",
+              "MASK", "RECTANGLES", "NUM_SAMPLES", "EVAL_IMAGES")
+NUM_SAMPLES = 2
 
 
 @pytest.fixture(scope="session")
@@ -32,31 +38,52 @@ def assigned_names(source: str) -> tuple[str, ...]:
                if isinstance(node, ast.Assign))
 
 
-def test_notebook_runs_and_keeps_the_known_pixels(trained, tmp_path):
+def run_notebook(folder, workdir, weights_file=""):
+  """Runs every cell but the parameters, which are the tiny test config,
+  `workdir` and `weights_file`; returns (code cells, outputs folder)."""
   notebook = nbformat.read(NOTEBOOK, as_version=4)
   code = [c for c in notebook.cells if c.cell_type == "code"]
   parameters = code[0]
   assert "parameters" in parameters.metadata.get("tags", [])
   assert assigned_names(parameters.source) == PARAMETERS
-  workdir = tmp_path / "work"
-  shutil.copytree(trained, workdir)  # checkpoints and training grids
   parameters.source = "\n".join([
       'REPO_URL = ""',
       f"CONFIG = {str(helpers.ROOT / 'configs' / 'test.py')!r}",
       "TRAIN_STEPS = 4",
       f"WORKDIR = {str(workdir)!r}",
+      f"WEIGHTS = {str(weights_file)!r}",
       'MASK = "draw"  # outside Colab: the rectangles',
       'RECTANGLES = "0.25,0.25,0.5,0.5"',
-      "NUM_SAMPLES = 2",
+      f"NUM_SAMPLES = {NUM_SAMPLES}",
       "EVAL_IMAGES = 0"])
   nbclient.NotebookClient(
       notebook, timeout=600, kernel_name="python3",
-      resources={"metadata": {"path": str(tmp_path)}}).execute()
+      resources={"metadata": {"path": str(folder)}}).execute()
+  return code, workdir / "notebook"
 
-  shown = [o for c in code for o in c.get("outputs", [])
-           if "image/png" in o.get("data", {})]
-  assert len(shown) == 4  # training grid, photo, masked photo, results
-  out = workdir / "notebook"
+
+def shown_images(code) -> int:
+  return len([o for c in code for o in c.get("outputs", [])
+              if "image/png" in o.get("data", {})])
+
+
+def read_results(out):
+  return [np.asarray(Image.open(out / f"result_{k}.png"))
+          for k in range(NUM_SAMPLES)]
+
+
+@pytest.fixture(scope="module")
+def from_workdir(trained, tmp_path_factory):
+  """The notebook continuing the shared trained run (nothing to train)."""
+  folder = tmp_path_factory.mktemp("notebook")
+  workdir = folder / "work"
+  shutil.copytree(trained, workdir)  # checkpoints and training grids
+  return run_notebook(folder, workdir)
+
+
+def test_notebook_runs_and_keeps_the_known_pixels(from_workdir):
+  code, out = from_workdir
+  assert shown_images(code) == 4  # training grid, photo, masked photo, results
   photo = np.asarray(Image.open(out / "photo.png"))
   hole = np.asarray(Image.open(out / "mask.png")) == 255
   height, width = photo.shape[:2]
@@ -64,8 +91,21 @@ def test_notebook_runs_and_keeps_the_known_pixels(trained, tmp_path):
   expected[round(0.25 * height):round(0.75 * height),
            round(0.25 * width):round(0.75 * width)] = True
   np.testing.assert_array_equal(hole, expected)
-  results = [np.asarray(Image.open(out / f"result_{k}.png")) for k in (0, 1)]
+  results = read_results(out)
   for result in results:
     np.testing.assert_array_equal(result[~hole], photo[~hole])
     assert (result[hole] != photo[hole]).any(-1).mean() > 0.9
   assert (results[0] != results[1]).any()
+
+
+def test_with_weights_it_trains_nothing_and_inpaints_as_the_workdir(
+    from_workdir, trained, tmp_path):
+  """WEIGHTS = the trained run's exported EMA weights, in an empty workdir:
+  no checkpoint is written and the fills equal the workdir's."""
+  export_weights.export(str(trained), str(tmp_path / "tiny.npz"))
+  workdir = tmp_path / "work"
+  code, out = run_notebook(tmp_path, workdir, tmp_path / "tiny.npz")
+  assert not (workdir / "checkpoints").exists()
+  assert shown_images(code) == 3  # photo, masked photo, results
+  for ours, theirs in zip(read_results(out), read_results(from_workdir[1])):
+    np.testing.assert_array_equal(ours, theirs)
