@@ -253,6 +253,18 @@ def check_overrides(argv: list[str]) -> None:
                         overridden_fields(argv))
 
 
+def parse_tool_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing for the tools (`app.run(main, flags_parser=...)`):
+  --config.X overrides are checked first, and a wrong one ends the program
+  with one `error:` line naming the closest field, as the main job does."""
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  try:
+    check_overrides(argv)
+  except (ConfigError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+  return flags.FLAGS(argv)
+
+
 def _fail(field: str, value: Any, expected: str) -> None:
   raise ConfigError(f"config.{field}={value!r}: expected {expected}")
 

@@ -465,16 +465,6 @@ def main(argv) -> None:
   print(f"Wrote {os.path.join(_OUT.value, STEM)}.json, .md and .png")
 
 
-def _parse_flags(argv: list[str]) -> list[str]:
-  """absl parsing, after checking --config.X overrides against the config
-  file's fields (one line naming the closest field, as the main job)."""
-  try:
-    configuration.check_overrides(argv)
-  except (configuration.ConfigError, FileNotFoundError) as e:
-    sys.exit(f"error: {e}")
-  return flags.FLAGS(argv)
-
-
 if __name__ == "__main__":
   define_flags()
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=configuration.parse_tool_flags)
