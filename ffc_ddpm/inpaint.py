@@ -2,10 +2,11 @@
 
 The model sees a square window of the photo around the hole (the shorter
 side, or the hole's extent; reflect-padded past the borders), resized to its
-input, so a face is never stretched; a model pixel is a hole when any hole
-pixel is under its resize kernel, so no hole colour reaches the known pixels
-it sees. Its output is resized back to the window and used only inside the
-hole: every known pixel of the user's image is returned exactly, in the
+input, so a face is never stretched. Before resizing, the hole is filled
+from the known pixels (OpenCV's Telea), so none of its own colours reach
+the model, and the model's hole is the footprint of the photo's (a centred
+64x64 hole at 128 is the centred 32x32 one at 64, as in evaluation). Its
+output is resized back to the window and used only inside the hole: every known pixel of the user's image is returned exactly, in the
 image's own mode (grey, grey + alpha, RGB or RGBA; other modes become RGB).
 The model sees the image composited on white, as training data is read.
 With K samples (--num_samples) the per-pixel mean can be written instead
@@ -34,7 +35,7 @@ import numpy as np
 from PIL import Image, ImageOps
 import tqdm
 
-from ffc_ddpm import images, inference, metrics
+from ffc_ddpm import baselines, images, inference, metrics
 from ffc_ddpm.data import images as image_files
 from ffc_ddpm.data import masks as masks_lib
 
@@ -154,9 +155,6 @@ def user_hole(spec: str, relative: pathlib.Path, height: int, width: int,
 
 
 # ------------------------------------------------------ resize in and out
-BICUBIC_SUPPORT = 2.0  # the bicubic kernel's radius in output pixels
-
-
 @dataclasses.dataclass(frozen=True)
 class Window:
   """The square of the photo the model sees: rows top..top + side, columns
@@ -197,44 +195,45 @@ def crop_window(array: np.ndarray, window: Window) -> np.ndarray:
   return np.pad(inside, pads + [(0, 0)] * (array.ndim - 2), mode="reflect")
 
 
-def bicubic_support(in_size: int, out_size: int) -> np.ndarray:
-  """(out, in) 0/1 matrix: which input pixels PIL's bicubic resize reads for
-  each output pixel (Pillow's Resample.c precompute_coeffs: the kernel of
-  radius 2 widened by in/out when shrinking, taps at |j + 0.5 - centre| <
-  support, centre = (i + 0.5) in/out). At equal sizes Pillow copies the
-  image, so each pixel reads only itself."""
-  if in_size == out_size:
-    return np.eye(in_size, dtype=np.float32)
-  scale = in_size / out_size
-  support = BICUBIC_SUPPORT * max(scale, 1.0)
-  centre = (np.arange(out_size) + 0.5) * scale
-  lo = np.maximum(np.trunc(centre - support + 0.5), 0)[:, None]
-  hi = np.minimum(np.trunc(centre + support + 0.5), in_size)[:, None]
-  taps = np.arange(in_size)[None]
-  return ((taps >= lo) & (taps < hi)).astype(np.float32)
-
-
 def hole_at_size(hole: np.ndarray, size: int) -> np.ndarray:
   """The square hole (S, S, 1) at (size, size): a model pixel is a hole when
-  any hole pixel lies under the bicubic kernel's support -- the mask
-  filtered by |kernel| > 0, so no hole colour reaches a known pixel (the
-  signed kernel's negative lobes can cancel the hole's weight)."""
-  reach = bicubic_support(hole.shape[0], size)
-  return ((reach @ hole[..., 0] @ reach.T) > 0).astype(np.float32)[..., None]
+  a hole pixel's centre lies in its footprint (Pillow's box filter; when
+  enlarging, the pixel under its centre). At equal sizes, the hole itself.
+  A centred 64x64 hole at 128 is the centred 32x32 one at 64, as in
+  evaluation."""
+  square = Image.fromarray(hole[..., 0].astype(np.float32), mode="F")
+  shrunk = np.asarray(square.resize((size, size), Image.Resampling.BOX))
+  return (shrunk > 0).astype(np.float32)[..., None]
+
+
+def prefill(rgb: np.ndarray, hole: np.ndarray) -> np.ndarray:
+  """`rgb` with its hole filled from the known pixels (OpenCV's Telea), so
+  that resizing carries none of the hole's own colours into the pixels the
+  model takes as known (the kernel reaches a few pixels past a footprint),
+  yet keeps all the context there is. What the hole holds is never read:
+  with no known pixel the result is black."""
+  inside = hole[..., 0] > 0.5
+  cleared = np.where(inside[..., None], 0, rgb).astype(np.uint8)
+  if inside.all() or not inside.any():
+    return cleared
+  return baselines.inpaint("telea", cleared[None], hole[None])[0]
 
 
 def to_model_input(rgb: np.ndarray, hole: np.ndarray, size: int):
   """(image in [-1, 1], mask) at the model's (size, size).
 
   The square window around the hole (`square_window`) is resized
-  bicubically, never stretched; the mask covers every model pixel that
-  reads a hole pixel (`hole_at_size`), so only known colours are seen.
+  bicubically, never stretched, after its hole is filled from the known
+  pixels (`prefill`); the mask is the hole at the model's size
+  (`hole_at_size`). At the model's own size nothing is resized.
   """
   window = square_window(hole)
-  image = Image.fromarray(crop_window(rgb, window)).resize(
-      (size, size), Image.Resampling.BICUBIC)
-  x = np.asarray(image, np.float32) / 127.5 - 1.0
-  return x, hole_at_size(crop_window(hole, window), size)
+  hole = crop_window(hole, window)
+  rgb = prefill(crop_window(rgb, window), hole)
+  if window.side != size:
+    rgb = np.asarray(Image.fromarray(rgb).resize((size, size),
+                                                 Image.Resampling.BICUBIC))
+  return rgb.astype(np.float32) / 127.5 - 1.0, hole_at_size(hole, size)
 
 
 def from_model_output(output: np.ndarray, photo: Photo,

@@ -6,6 +6,7 @@ every pixel outside the hole is the photo's own, and the hole is filled.
 
 import pathlib
 
+import cv2
 import numpy as np
 from PIL import Image
 import pytest
@@ -45,39 +46,69 @@ def random_hole(rng, height, width):
   return hole
 
 
-def test_no_hole_value_reaches_a_known_model_pixel_on_random_holes():
-  """PIL's own bicubic resize of random values placed in the hole only
-  (float, so no rounding hides a small weight) is exactly 0 at every model
-  pixel marked known: no weight, positive or negative, comes from the hole."""
+def footprint_hole(hole, size):
+  """The model's hole by interval arithmetic: model row i stands for the
+  photo rows whose centres lie in (i s, (i + 1) s], s = side / size (when
+  enlarging, s < 1: the row under its centre); a hole if any is a hole."""
+  side = hole.shape[0]
+  scale = side / size
+  def rows(i):
+    if scale < 1:
+      return [int((i + 0.5) * scale)]
+    return [j for j in range(side) if i * scale < j + 0.5 <= (i + 1) * scale]
+  out = np.zeros((size, size, 1), np.float32)
+  for r in range(size):
+    for c in range(size):
+      out[r, c] = hole[np.ix_(rows(r), rows(c))].max()
+  return out
+
+
+def telea(photo, hole):
+  """OpenCV's Telea fill (radius 5) of the hole, cleared first: the
+  reference prefill."""
+  inside = hole[..., 0] > 0.5
+  cleared = np.where(inside[..., None], 0, photo).astype(np.uint8)
+  return cv2.inpaint(cleared, inside.astype(np.uint8), 5, cv2.INPAINT_TELEA)
+
+
+def test_the_models_hole_is_the_footprint_of_the_photos_on_random_holes():
   rng = np.random.default_rng(0)
-  for _ in range(300):
+  for _ in range(200):
     side, size = int(rng.integers(4, 90)), int(rng.choice([8, 16, 32]))
     hole = random_hole(rng, side, side)
     photo = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
     _, mask = inpaint.to_model_input(photo, hole, size)
-    values = rng.normal(size=(side, side)).astype(np.float32) * hole[..., 0]
-    reached = np.asarray(Image.fromarray(values, mode="F").resize(
-        (size, size), Image.Resampling.BICUBIC))
-    np.testing.assert_array_equal(reached[mask[..., 0] == 0], 0)
+    np.testing.assert_array_equal(mask, footprint_hole(hole, size))
     # Every model pixel whose centre lies in the hole is a hole.
     assert (mask[nearest(hole, size, size)[..., 0] == 1] == 1).all()
 
 
+def test_a_centred_hole_at_twice_the_size_is_the_evaluations_centre_hole():
+  """A 64x64 hole in the middle of a 128x128 photo is, for the model at
+  64x64, the centre mask that evaluation scores: 32x32, no pixel grown."""
+  photo = np.zeros((128, 128, 3), np.uint8)
+  hole = rectangle_hole(128, 128, 32, 32, 64, 64)
+  _, mask = inpaint.to_model_input(photo, hole, 64)
+  np.testing.assert_array_equal(mask, masks_lib.eval_mask("center", 64, 0, 0))
+
+
 def test_a_photo_at_the_models_size_keeps_its_hole_and_context():
-  """At equal sizes Pillow's resize is a copy, so the model sees the photo
-  and exactly its hole (as evaluation does), no hole grown around it."""
+  """At equal sizes nothing is resized: the model sees the photo's known
+  pixels and exactly its hole (as evaluation does), nothing grown."""
   rng = np.random.default_rng(1)
   for _ in range(20):
     hole = random_hole(rng, 16, 16)
     photo = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
     x, mask = inpaint.to_model_input(photo, hole, 16)
     np.testing.assert_array_equal(mask, hole)
-    np.testing.assert_array_equal(x, photo.astype(np.float32) / 127.5 - 1)
+    np.testing.assert_array_equal(
+        x, telea(photo, hole).astype(np.float32) / 127.5 - 1)
 
 
 @pytest.mark.parametrize("height,width", [(37, 23), (9, 11), (11, 40)])
-def test_no_colour_from_the_hole_reaches_the_known_model_pixels(height,
-                                                                width):
+def test_no_colour_from_the_hole_reaches_the_model(height, width):
+  """Whatever the hole holds, the model's input is the same, everywhere:
+  the hole is filled from the known pixels before resizing."""
   rng = np.random.default_rng(0)
   for _ in range(20):
     photo = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
@@ -86,21 +117,8 @@ def test_no_colour_from_the_hole_reaches_the_known_model_pixels(height,
     x, mask = inpaint.to_model_input(photo, hole, 16)
     y, mask2 = inpaint.to_model_input(repainted.astype(np.uint8), hole, 16)
     np.testing.assert_array_equal(mask, mask2)
-    known = mask[..., 0] == 0
-    np.testing.assert_array_equal(x[known], y[known])
+    np.testing.assert_array_equal(x, y)
     assert x.shape == (16, 16, 3) and x.min() >= -1 and x.max() <= 1
-
-
-def pillow_reach(hole, size):
-  """The model pixels that Pillow's bicubic resize gives any weight from a
-  hole pixel: each hole pixel resized alone (float, so no weight hides)."""
-  reached = np.zeros((size, size), bool)
-  for row, col in np.argwhere(hole[..., 0] == 1):
-    delta = np.zeros(hole.shape[:2], np.float32)
-    delta[row, col] = 1
-    reached |= np.asarray(Image.fromarray(delta, mode="F").resize(
-        (size, size), Image.Resampling.BICUBIC)) != 0
-  return reached.astype(np.float32)[..., None]
 
 
 def bicubic(pixels, size):
@@ -109,16 +127,19 @@ def bicubic(pixels, size):
 
 
 def test_a_wide_photo_is_seen_through_a_square_around_the_hole():
-  """No stretching: the model sees the 11 x 11 square centred on the hole."""
+  """No stretching: the model sees the 11 x 11 square centred on the hole,
+  its hole filled by Telea, resized by Pillow."""
   rng = np.random.default_rng(4)
   photo = rng.integers(0, 256, (11, 40, 3), dtype=np.uint8)
   hole = rectangle_hole(11, 40, 3, 25, 4, 6)  # columns 25..30, centre 28
   x, mask = inpaint.to_model_input(photo, hole, 16)
-  np.testing.assert_array_equal(x, bicubic(photo[:, 22:33], 16))
-  np.testing.assert_array_equal(mask, pillow_reach(hole[:, 22:33], 16))
+  square, square_hole = photo[:, 22:33], hole[:, 22:33]
+  np.testing.assert_array_equal(x, bicubic(telea(square, square_hole), 16))
+  np.testing.assert_array_equal(mask, footprint_hole(square_hole, 16))
   at_the_edge = rectangle_hole(11, 40, 3, 36, 4, 4)  # kept inside the photo
   x, _ = inpaint.to_model_input(photo, at_the_edge, 16)
-  np.testing.assert_array_equal(x, bicubic(photo[:, 29:40], 16))
+  np.testing.assert_array_equal(
+      x, bicubic(telea(photo[:, 29:40], at_the_edge[:, 29:40]), 16))
 
 
 def test_a_hole_longer_than_the_short_side_gets_a_reflect_padded_square():
@@ -127,8 +148,9 @@ def test_a_hole_longer_than_the_short_side_gets_a_reflect_padded_square():
   hole = rectangle_hole(10, 30, 0, 2, 3, 14)  # 14 wide: a 14 x 14 square
   x, mask = inpaint.to_model_input(photo, hole, 16)
   reflect = lambda a: np.pad(a[:, 2:16], ((2, 2), (0, 0), (0, 0)), "reflect")
-  np.testing.assert_array_equal(x, bicubic(reflect(photo), 16))
-  np.testing.assert_array_equal(mask, pillow_reach(reflect(hole), 16))
+  np.testing.assert_array_equal(
+      x, bicubic(telea(reflect(photo), reflect(hole)), 16))
+  np.testing.assert_array_equal(mask, footprint_hole(reflect(hole), 16))
   colour = np.array([10, 200, 30], np.uint8)
   result = inpaint.from_model_output(
       np.broadcast_to(colour / 127.5 - 1, (16, 16, 3)),
