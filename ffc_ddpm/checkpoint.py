@@ -288,16 +288,26 @@ class Checkpointer:
     DamagedCheckpointError, on every process; None without checkpoints.
 
     Newer, damaged steps are set aside (`_set_aside`). Other errors (a
-    checkpoint of another config) stop the walk; when no step reads, a
+    checkpoint of another config; on any process, a machine's failure such
+    as running out of memory) stop the walk; when no step reads, a
     one-line DamagedCheckpointError names the newest's problem and nothing
     is moved.
     """
     damaged = []
     for step in sorted(self.all_steps(), reverse=True):
+      result, error, machine = None, None, None
       try:
-        result, error = restore_step(step), None
+        result = restore_step(step)
       except DamagedCheckpointError as e:
-        result, error = None, e
+        error = e
+      except Exception as e:  # pylint: disable=broad-except
+        if not _machine_failure(e):
+          raise
+        machine = e
+      if not _on_every_process(machine is None):  # all stop, none waits
+        raise machine or RuntimeError(
+            f"{self._where(step)}: another process failed to read it (out "
+            "of memory, no permission or a timeout); nothing was moved")
       if _on_every_process(error is None):
         self._set_aside(damaged, step)
         return step, result

@@ -260,9 +260,11 @@ def parse_tool_flags(argv: list[str]) -> list[str]:
   from absl import flags  # pylint: disable=g-import-not-at-top
   try:
     check_overrides(argv)
+    return flags.FLAGS(argv)
   except (ConfigError, FileNotFoundError) as e:
     sys.exit(f"error: {e}")
-  return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    sys.exit(f"error: flags: {' '.join(str(e).split())}")
 
 
 def _fail(field: str, value: Any, expected: str) -> None:

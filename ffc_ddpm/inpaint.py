@@ -6,7 +6,8 @@ input, so a face is never stretched. Before resizing, the hole is filled
 from the known pixels (OpenCV's Telea), so none of its own colours reach
 the model, and the model's hole is the footprint of the photo's (a centred
 64x64 hole at 128 is the centred 32x32 one at 64, as in evaluation). Its
-output is resized back to the window and used only inside the hole: every known pixel of the user's image is returned exactly, in the
+output is resized back to the window and used only inside the hole:
+every known pixel of the user's image is returned exactly, in the
 image's own mode (grey, grey + alpha, RGB or RGBA; other modes become RGB).
 The model sees the image composited on white, as training data is read.
 With K samples (--num_samples) the per-pixel mean can be written instead
@@ -201,7 +202,7 @@ def hole_at_size(hole: np.ndarray, size: int) -> np.ndarray:
   enlarging, the pixel under its centre). At equal sizes, the hole itself.
   A centred 64x64 hole at 128 is the centred 32x32 one at 64, as in
   evaluation."""
-  square = Image.fromarray(hole[..., 0].astype(np.float32), mode="F")
+  square = Image.fromarray((hole[..., 0] > 0.5).astype(np.float32), mode="F")
   shrunk = np.asarray(square.resize((size, size), Image.Resampling.BOX))
   return (shrunk > 0).astype(np.float32)[..., None]
 

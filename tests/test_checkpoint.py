@@ -296,3 +296,18 @@ def test_a_machine_failure_while_reading_is_not_taken_for_damage(
     monkeypatch.undo()
     assert ckpt.all_steps() == [1, 2]
   assert not (saved / "checkpoints" / "damaged").exists()
+
+
+def test_a_machine_failure_on_another_process_stops_this_one_too(
+    saved, monkeypatch):
+  """Processes agree on each step: when another one could not read it (its
+  first vote is False), this one stops with a one-line error instead of
+  waiting, and moves nothing."""
+  votes = iter([False])
+  monkeypatch.setattr(checkpoint, "_on_every_process",
+                      lambda ok: next(votes, ok))
+  with checkpoint.Checkpointer(str(saved)) as ckpt:
+    with pytest.raises(RuntimeError, match="another process failed to read"):
+      ckpt.restore_latest(_abstract(_state()))
+  assert sorted(p.name for p in (saved / "checkpoints").iterdir()) == [
+      "1", "2"]

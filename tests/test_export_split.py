@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 from PIL import Image
+import pytest
 
 from ffc_ddpm import configuration
 from ffc_ddpm.data import pipeline
@@ -36,11 +37,13 @@ def test_a_folders_held_out_faces_at_a_larger_size(tmp_path):
   """Files of a folder source, exported at 24 where the model sees 16:
   the same faces (the split is by file), only larger."""
   rng = np.random.default_rng(0)
+  faces = tmp_path / "faces"
+  faces.mkdir()
   for i in range(12):
     Image.fromarray(rng.integers(0, 256, (24, 24, 3), np.uint8)).save(
-        tmp_path / f"face_{i:02d}.png")
+        faces / f"face_{i:02d}.png")
   config = configuration.load_config(str(ROOT / "configs" / "test.py"))
-  config.data.source, config.data.path = "folder", str(tmp_path)
+  config.data.source, config.data.path = "folder", str(faces)
   config.data.num_val, config.data.num_test = 2, 3
   config.data.image_size = 24  # the files' own size: stored pixels
   paths = tool.export_split(config, "validation", 10, str(tmp_path / "out"))
@@ -49,9 +52,22 @@ def test_a_folders_held_out_faces_at_a_larger_size(tmp_path):
   np.testing.assert_array_equal(written,
                                 evaluated_faces(config, "validation", 2))
   originals = {f.name: np.asarray(Image.open(f))
-               for f in tmp_path.glob("face_*.png")}
+               for f in faces.glob("face_*.png")}
   for face in written:  # byte-exact copies of two of the files
     assert any(np.array_equal(face, o) for o in originals.values())
+
+
+def test_exporting_into_the_data_folder_is_refused(tmp_path):
+  """The files would join the folder source and change its split."""
+  for i in range(6):
+    Image.fromarray(np.full((8, 8, 3), i, np.uint8)).save(
+        tmp_path / f"face_{i}.png")
+  config = configuration.load_config(str(ROOT / "configs" / "test.py"))
+  config.data.source, config.data.path = "folder", str(tmp_path)
+  config.data.num_val, config.data.num_test = 1, 1
+  with pytest.raises(ValueError, match="inside config.data.path"):
+    tool.export_split(config, "test", 1, str(tmp_path / "test_faces"))
+  assert not (tmp_path / "test_faces").exists()
 
 
 def test_a_mistyped_override_is_one_line():

@@ -90,7 +90,10 @@ def test_sample_keys_are_distinct_and_example_major():
                                                             np.arange(5))))
 
 
-def test_cached_samplers_differ_in_every_sampler_setting():
+@pytest.mark.parametrize("field, value", [
+    ("sampler", "ddpm"), ("num_steps", 5), ("timestep_spacing", "quadratic"),
+    ("eta", 0.5), ("jump_length", 3), ("jump_n_sample", 2)])
+def test_cached_samplers_differ_in_every_sampler_setting(field, value):
   """The sampler cache hands back a new sampler when any field that shapes
   its steps changes (a stale one would score the wrong sampler)."""
   config = configuration.load_config(
@@ -98,9 +101,16 @@ def test_cached_samplers_differ_in_every_sampler_setting():
   model = models.create_model(config.model)
   first = inference.create_sampler(config, model)
   assert inference.create_sampler(config, model) is first
+  assert config.eval[field] != value
+  config.eval[field] = value
+  assert inference.create_sampler(config, model) is not first
+
+
+def test_a_spaced_sampler_walks_the_spaced_steps():
+  config = configuration.load_config(
+      str(pathlib.Path(__file__).resolve().parents[1] / "configs" / "test.py"))
   config.eval.timestep_spacing = "quadratic"
-  spaced = inference.create_sampler(config, model)
-  assert sorted(schedules.spaced_timesteps(
-      schedules.get_betas("linear", 100, 1e-4, 0.05), 4, "quadratic")) == (
-          np.asarray(spaced.diffusion.timestep_map).tolist())
-  assert spaced is not first
+  spaced = inference.create_sampler(config, models.create_model(config.model))
+  # (i / 3)^2 * 99 for i = 0..3: the test config's 4 of 100 steps
+  np.testing.assert_array_equal(spaced.diffusion.timestep_map,
+                                [0, 11, 44, 99])

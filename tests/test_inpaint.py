@@ -126,6 +126,17 @@ def bicubic(pixels, size):
       (size, size), Image.Resampling.BICUBIC), np.float32) / 127.5 - 1
 
 
+def test_a_photo_without_a_hole_is_seen_as_it_is_and_one_all_hole_as_black():
+  rng = np.random.default_rng(7)
+  photo = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+  x, mask = inpaint.to_model_input(photo, np.zeros((24, 24, 1)), 16)
+  np.testing.assert_array_equal(x, bicubic(photo, 16))
+  assert not mask.any()
+  x, mask = inpaint.to_model_input(photo, np.ones((24, 24, 1)), 16)
+  np.testing.assert_array_equal(x, -1.0)  # nothing of the photo is read
+  assert mask.all()
+
+
 def test_a_wide_photo_is_seen_through_a_square_around_the_hole():
   """No stretching: the model sees the 11 x 11 square centred on the hole,
   its hole filled by Telea, resized by Pillow."""

@@ -99,6 +99,25 @@ def test_a_protocol_mask_is_read_from_the_mask_the_command_wrote(folders):
                                rtol=1e-5)
 
 
+def test_the_commands_own_mean_is_scored_as_the_mean_of_k(folders):
+  """--reduce=mean: name.png is the command's mean of K, scored as such
+  (here made equal to the mean of the two fills), with no one-sample row."""
+  root, expected = folders
+  for name in SIZES:
+    stem = root / "out" / pathlib.Path(name).with_suffix("")
+    samples = [np.asarray(Image.open(f"{stem}_{k}.png")) for k in (0, 1)]
+    mean = np.round(np.mean(samples, axis=0)).astype(np.uint8)
+    Image.fromarray(mean).save(f"{stem}.png")
+  scores = tool.score_photos(str(root / "faces"), str(root / "masks"),
+                             str(root / "out"), num_samples=2, reduce="mean")
+  assert scores["k"] == 2
+  assert list(scores["methods"]) == [tool.MEAN, "biharmonic"]
+  for photo in scores["photos"]:
+    np.testing.assert_allclose(photo[tool.MEAN]["psnr"],
+                               expected[photo["image"]][tool.MEAN][0],
+                               rtol=1e-5)
+
+
 def test_results_that_do_not_match_the_command_are_one_line(folders):
   """--num_samples=3 asks for a name_2.png that was never written."""
   root, _ = folders

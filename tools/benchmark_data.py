@@ -25,6 +25,7 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 
+from ffc_ddpm import configuration
 from ffc_ddpm.data import augment
 from ffc_ddpm.data import masks
 from ffc_ddpm.data import pipeline
@@ -135,4 +136,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=configuration.parse_tool_flags)

@@ -24,11 +24,21 @@ from ffc_ddpm import images
 from ffc_ddpm.data import sources
 
 
+def _inside(path: str, folder: str) -> bool:
+  path, folder = os.path.realpath(path), os.path.realpath(folder)
+  return os.path.commonpath([path, folder]) == folder
+
+
 def export_split(config, split: str, num_images: int, output: str
                  ) -> list[str]:
   """The first `num_images` of `split` (all when fewer) as PNGs in
   `output`; returns their paths."""
-  source = sources.create_source(config.data, split)
+  data = config.data
+  if data.source == "folder" and _inside(output, data.path):
+    raise ValueError(f"--output={output} is inside config.data.path="
+                     f"{data.path}: the files would join the data and "
+                     "change its split")
+  source = sources.create_source(data, split)
   paths = []
   for index in range(min(num_images, len(source))):
     path = os.path.join(output, f"{split}_{index:05d}.png")

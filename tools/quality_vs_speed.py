@@ -191,7 +191,7 @@ def quality_vs_speed(config, workdir: str | None, out_dir: str, samplers,
   from ffc_ddpm import evaluate, inference, lock, parallel
   from ffc_ddpm.data import masks as masks_lib
   steps = [int(s) for s in steps]
-  spacings = list(spacings or [config.eval.timestep_spacing])
+  spacings = list(dict.fromkeys(spacings or [config.eval.timestep_spacing]))
   configs = {(s, n, sp): run_config(config, s, n, sp)
              for s in samplers for sp in spacings for n in steps}
   evaluate.check_config(config)

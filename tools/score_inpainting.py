@@ -15,10 +15,10 @@ the results the command wrote for it (the same --output, --num_samples and
 --reduce), and scores at the photo's own size, as the evaluation does
 (`ffc_ddpm.metrics`: PSNR with MAX = 255, Gaussian SSIM, on 8-bit RGB):
 
-  one sample     the first result (name_0.png; name.png for K = 1 or
-                 --reduce=mean, then the mean the command computed)
+  one sample     the first result (name_0.png; name.png for K = 1)
   mean of K      the per-pixel mean of the K results' 8-bit values, rounded
-                 (--reduce=none with K > 1)
+                 (--reduce=none with K > 1); with --reduce=mean, the mean
+                 the command wrote (name.png), and no one-sample row
   baselines      --baselines (default biharmonic) filling the same holes
 
 Prints the mean scores as a Markdown table; --json=FILE also writes them
@@ -90,10 +90,15 @@ def score_photos(image: str, mask: str, output: str, num_samples: int = 1,
     size = original.shape[:2]
     hole = read_hole(mask, relative, generated, size)
     results = [read_result(p, size) for p in paths[:files]]
-    scores = {ONE: score_pair(results[0], original)}
-    if files > 1:
-      mean = np.round(np.mean(np.stack(results), axis=0)).astype(np.uint8)
-      scores[MEAN] = score_pair(mean, original)
+    scores = {}
+    if reduce == "mean":  # the command's own mean of K
+      scores[MEAN if num_samples > 1 else ONE] = score_pair(results[0],
+                                                            original)
+    else:
+      scores[ONE] = score_pair(results[0], original)
+      if files > 1:
+        mean = np.round(np.mean(np.stack(results), axis=0)).astype(np.uint8)
+        scores[MEAN] = score_pair(mean, original)
     for name in baselines:
       filled = baselines_lib.inpaint(name, original[None], hole[None])[0]
       scores[name] = score_pair(filled, original)
@@ -102,7 +107,7 @@ def score_photos(image: str, mask: str, output: str, num_samples: int = 1,
   methods = [m for m in photos[0] if m not in ("image", "hole_fraction")]
   means = {m: {k: float(np.mean([p[m][k] for p in photos]))
                for k in ("psnr", "ssim")} for m in methods}
-  return {"num_photos": len(photos), "k": files, "methods": means,
+  return {"num_photos": len(photos), "k": num_samples, "methods": means,
           "photos": photos}
 
 

@@ -151,6 +151,7 @@ def _distinct_increasing(steps: np.ndarray, num_timesteps: int) -> set[int]:
   steps = np.clip(np.sort(steps), 0, num_timesteps - 1)
   for i in range(1, steps.size):
     steps[i] = max(steps[i], steps[i - 1] + 1)
+  steps[-1] = min(steps[-1], num_timesteps - 1)
   for i in range(steps.size - 1, 0, -1):
     steps[i - 1] = min(steps[i - 1], steps[i] - 1)
   return set(int(t) for t in steps)

@@ -181,6 +181,17 @@ def test_every_spacing_keeps_exactly_count_distinct_steps(spacing, count):
   assert len(steps) == count and min(steps) >= 0 and max(steps) < 20
 
 
+@pytest.mark.parametrize("spacing", schedules.SPACINGS)
+@pytest.mark.parametrize("count", [10, 100, 1000])
+def test_spacings_of_the_cosine_schedule_stay_in_range(spacing, count):
+  """The cosine schedule's capped last beta (0.999) puts lambda(T - 1) far
+  below lambda(T - 2): several log-SNR targets round to the last step and
+  are nudged down, never past it (the demo config: cosine, T = 1,000)."""
+  steps = schedules.spaced_timesteps(schedules.get_betas("cosine", 1000),
+                                     count, spacing)
+  assert len(steps) == count and min(steps) >= 0 and max(steps) == 999
+
+
 def test_uniform_spacing_is_guided_diffusions_respacing():
   assert schedules.spaced_timesteps(paper_betas(), 25, "uniform") == (
       schedules.space_timesteps(2000, 25))
