@@ -92,3 +92,14 @@ def test_the_command_writes_the_files(tmp_path):
   assert result.stdout.strip() == f"Wrote 2 validation images to {tmp_path}"
   assert sorted(p.name for p in tmp_path.iterdir()) == [
       "validation_00000.png", "validation_00001.png"]
+
+
+def test_a_bad_flag_value_is_one_line():
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "tools" / "export_split.py"),
+       f"--config={ROOT / 'configs' / 'test.py'}", "--output=unused",
+       "--num_images=many"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+  assert result.returncode != 0 and "Traceback" not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: flags: ") and "num_images" in last
