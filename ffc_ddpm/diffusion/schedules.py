@@ -168,7 +168,8 @@ def spaced_timesteps(betas: np.ndarray, count: int, spacing: str = "uniform"
     lambda = log(abar / (1 - abar)) between lambda(T - 1) and lambda(0), as
     DPM-Solver's "logSNR" (Lu et al. 2022, Sec. 3.4) for low resolutions.
     Even respacing of a long linear schedule spends many calls where abar
-    is ~0 (T = 2,000 at 1e-6..1e-2: 4 of 10 calls below abar = 0.012).
+    is ~0 (T = 2,000 at 1e-6..1e-2: 4 of 10 calls below abar = 0.012);
+    for the celeba64 model that did not hurt (benchmarks/quality.md).
   Rounding ties are nudged apart so that exactly `count` steps are kept.
   """
   num_timesteps = len(betas)
