@@ -34,20 +34,29 @@ import numpy as np
 from ffc_ddpm import configuration, convert, inference, models, parallel, train
 from ffc_ddpm.diffusion import process, samplers
 
-_LAYOUTS = flags.DEFINE_list("layouts", ["paper"], "paper, paper_noffc, repaint")
-_SIZES = flags.DEFINE_list("sizes", ["64"], "Image sizes.")
-_TRAIN_BATCHES = flags.DEFINE_list("train_batch_sizes", ["8"],
-                                   "Global train batch sizes ('' = none).")
-_SAMPLERS = flags.DEFINE_list(
-    "samplers", ["ddim50"], "ddimN, ddpm (all T steps), repaintN ('' = none).")
-_SAMPLE_BATCHES = flags.DEFINE_list("sample_batch_sizes", ["8"],
-                                    "Sampling batch sizes.")
-_DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"],
-                           "Compute dtype (default: bfloat16 on accelerators, "
-                           "float32 on CPU).")
-_REMAT = flags.DEFINE_bool("remat", False, "Rematerialise each block.")
-_STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps per row.")
-_OUT = flags.DEFINE_string("out", "benchmarks/speed", "Output path stem.")
+
+def define_flags() -> None:
+  """The command's flags, defined only when it runs as a program, so that
+  other tools can import its functions beside their own flags."""
+  global _LAYOUTS, _SIZES, _TRAIN_BATCHES, _SAMPLERS, _SAMPLE_BATCHES
+  global _DTYPE, _REMAT, _STEPS, _OUT
+  _LAYOUTS = flags.DEFINE_list("layouts", ["paper"],
+                               "paper, paper_noffc, repaint")
+  _SIZES = flags.DEFINE_list("sizes", ["64"], "Image sizes.")
+  _TRAIN_BATCHES = flags.DEFINE_list("train_batch_sizes", ["8"],
+                                     "Global train batch sizes ('' = none).")
+  _SAMPLERS = flags.DEFINE_list(
+      "samplers", ["ddim50"],
+      "ddimN, ddpm (all T steps), repaintN ('' = none).")
+  _SAMPLE_BATCHES = flags.DEFINE_list("sample_batch_sizes", ["8"],
+                                      "Sampling batch sizes.")
+  _DTYPE = flags.DEFINE_enum("dtype", None, ["float32", "bfloat16"],
+                             "Compute dtype (default: bfloat16 on "
+                             "accelerators, float32 on CPU).")
+  _REMAT = flags.DEFINE_bool("remat", False, "Rematerialise each block.")
+  _STEPS = flags.DEFINE_integer("steps", 10, "Timed train steps per row.")
+  _OUT = flags.DEFINE_string("out", "benchmarks/speed", "Output path stem.")
+
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -275,4 +284,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  define_flags()
   app.run(main)
