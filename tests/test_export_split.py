@@ -70,12 +70,16 @@ def test_exporting_into_the_data_folder_is_refused(tmp_path):
   assert not (tmp_path / "test_faces").exists()
 
 
-def test_a_mistyped_override_is_one_line():
-  result = subprocess.run(
+def run_tool(*flags):
+  """The command on configs/test.py with `flags`."""
+  return subprocess.run(
       [sys.executable, str(ROOT / "tools" / "export_split.py"),
-       f"--config={ROOT / 'configs' / 'test.py'}", "--output=unused",
-       "--config.data.image_sise=32"],
+       f"--config={ROOT / 'configs' / 'test.py'}", *flags],
       capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+
+
+def test_a_mistyped_override_is_one_line():
+  result = run_tool("--output=unused", "--config.data.image_sise=32")
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == (
       "error: config.data.image_sise: no such field; did you mean "
@@ -83,11 +87,8 @@ def test_a_mistyped_override_is_one_line():
 
 
 def test_the_command_writes_the_files(tmp_path):
-  result = subprocess.run(
-      [sys.executable, str(ROOT / "tools" / "export_split.py"),
-       f"--config={ROOT / 'configs' / 'test.py'}", f"--output={tmp_path}",
-       "--split=validation", "--num_images=2"],
-      capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+  result = run_tool(f"--output={tmp_path}", "--split=validation",
+                    "--num_images=2")
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == f"Wrote 2 validation images to {tmp_path}"
   assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -95,11 +96,7 @@ def test_the_command_writes_the_files(tmp_path):
 
 
 def test_a_bad_flag_value_is_one_line():
-  result = subprocess.run(
-      [sys.executable, str(ROOT / "tools" / "export_split.py"),
-       f"--config={ROOT / 'configs' / 'test.py'}", "--output=unused",
-       "--num_images=many"],
-      capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+  result = run_tool("--output=unused", "--num_images=many")
   assert result.returncode != 0 and "Traceback" not in result.stderr
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith("error: flags: ") and "num_images" in last
