@@ -12,6 +12,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 
 from clu import metric_writers
 import jax
@@ -429,6 +431,25 @@ def test_resuming_with_another_seed_is_refused(reference):
   with pytest.raises(configuration.ConfigError,
                      match=r"config.seed=1: expected 0, the seed of the run"):
     train.train(config, str(reference))
+
+
+@pytest.mark.slow
+def test_training_summary_reads_what_a_run_logs(reference, tmp_path):
+  """tools/training_summary.py on a real run: the loss means per block of
+  4 steps, the images seen and a training time from the logged speeds."""
+  out = tmp_path / "summary.json"
+  subprocess.run([sys.executable, str(runs.ROOT / "tools" /
+                                      "training_summary.py"),
+                  str(reference), "--every=4", f"--json={out}"], check=True,
+                 capture_output=True)
+  summary = json.loads(out.read_text())
+  logged = runs.losses(reference)
+  assert [r["loss"] for r in summary["rows"]] == pytest.approx(
+      [np.mean([logged[s] for s in range(1, 5)]),
+       np.mean([logged[s] for s in range(5, 9)])])
+  assert summary["images_seen"] == runs.STEPS * runs.TINY_OVERRIDES[
+      "train.batch_size"]
+  assert summary["train_hours"] > 0
 
 
 # ------------------------------------------- one run per workdir; damage
