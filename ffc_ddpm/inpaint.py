@@ -6,9 +6,10 @@ input, so a face is never stretched. Before resizing, the hole is filled
 from the known pixels (OpenCV's Telea), so none of its own colours reach
 the model, and the model's hole is the footprint of the photo's (a centred
 64x64 hole at 128 is the centred 32x32 one at 64, as in evaluation). Its
-output is resized back to the window and used only inside the hole:
-every known pixel of the user's image is returned exactly, in the
-image's own mode (grey, grey + alpha, RGB or RGBA; other modes become RGB).
+output is resized back to the window and used only inside the hole, pasted
+or Poisson-blended into the photo (--composite, `compositing`): every known
+pixel of the user's image is returned exactly, in the image's own mode
+(grey, grey + alpha, RGB or RGBA; other modes become RGB).
 The model sees the image composited on white, as training data is read.
 With K samples (--num_samples) the per-pixel mean can be written instead
 (--reduce=mean), and an uncertainty map beside the results.
@@ -36,7 +37,7 @@ import numpy as np
 from PIL import Image, ImageOps
 import tqdm
 
-from ffc_ddpm import baselines, images, inference, metrics
+from ffc_ddpm import baselines, compositing, images, inference, metrics
 from ffc_ddpm.data import images as image_files
 from ffc_ddpm.data import masks as masks_lib
 
@@ -237,10 +238,11 @@ def to_model_input(rgb: np.ndarray, hole: np.ndarray, size: int):
   return rgb.astype(np.float32) / 127.5 - 1.0, hole_at_size(hole, size)
 
 
-def from_model_output(output: np.ndarray, photo: Photo,
-                      hole: np.ndarray) -> np.ndarray:
-  """The model's output resized to its window of the photo and used inside
-  the hole only; the photo's own pixels (and mode) everywhere else."""
+def from_model_output(output: np.ndarray, photo: Photo, hole: np.ndarray,
+                      composite: str = "paste") -> np.ndarray:
+  """The model's output resized to its window of the photo and joined to
+  it in the hole by `composite` (compositing.COMPOSITES); the photo's own
+  pixels (and mode) everywhere else."""
   window = square_window(hole)
   filled = Image.fromarray(np.asarray(metrics.to_uint8(output)))
   filled = filled.resize((window.side, window.side),
@@ -252,11 +254,8 @@ def from_model_output(output: np.ndarray, photo: Photo,
   fill = np.asarray(filled)
   if channels in (2, 4):  # the alpha of a filled pixel: opaque
     fill = np.dstack([fill, np.full(fill.shape[:2], 255, np.uint8)])
-  where = hole[..., 0] > 0.5
-  if pixels.ndim == 3:
-    where = where[..., None]
   placed = _place(fill, window, pixels)  # the window holds the whole hole
-  return np.where(where, placed, pixels).astype(np.uint8)
+  return compositing.composite(composite, pixels, placed, hole[..., 0] > 0.5)
 
 
 def _place(fill: np.ndarray, window: Window, base: np.ndarray) -> np.ndarray:
@@ -309,10 +308,12 @@ class Inpainter:
 
   def inpaint(self, photos: Sequence[Photo], holes: Sequence[np.ndarray],
               num_samples: int = 1, first_index: int = 0,
-              bar=None, reduce: str = "none") -> list[Inpainted]:
+              bar=None, reduce: str = "none",
+              composite: str = "paste") -> list[Inpainted]:
     """For each photo, `num_samples` results (reduce "none") or their
-    per-pixel mean (averaged in float, "mean"), and for K > 1 samples the
-    uncertainty map (`inference.std_of_samples`)."""
+    per-pixel mean (averaged in float, "mean"), each joined to the photo by
+    `composite`, and for K > 1 samples the uncertainty map
+    (`inference.std_of_samples`)."""
     if len(photos) != len(holes) or num_samples < 1:
       raise ValueError(f"inpaint: {len(photos)} photos, {len(holes)} holes, "
                        f"num_samples={num_samples}: expected one hole per "
@@ -320,6 +321,9 @@ class Inpainter:
     if reduce not in REDUCTIONS:
       raise ValueError(f"--reduce={reduce}: expected one of "
                        f"{', '.join(REDUCTIONS)}")
+    if composite not in compositing.COMPOSITES:
+      raise ValueError(f"--composite={composite}: expected one of "
+                       f"{', '.join(compositing.COMPOSITES)}")
     for photo, hole in zip(photos, holes):
       if hole.shape != photo.size + (1,):
         raise ValueError(f"inpaint: hole of shape {hole.shape} for a photo of"
@@ -333,7 +337,8 @@ class Inpainter:
     else:
       outputs = out
     std = np.asarray(inference.std_of_samples(out, m))
-    return [Inpainted([from_model_output(o, photo, hole) for o in outs],
+    return [Inpainted([from_model_output(o, photo, hole, composite)
+                       for o in outs],
                       uncertainty_at_photo(s, hole) if num_samples > 1 else
                       None)
             for outs, s, photo, hole in zip(outputs, std, photos, holes)]
@@ -473,14 +478,15 @@ def check_inputs(root: pathlib.Path, relatives: Sequence[pathlib.Path],
 
 def inpaint_files(config, workdir: str | None, image: str, mask: str,
                   output: str, num_samples: int = 1, step: int | None = None,
-                  reduce: str = "none", weights_file: str | None = None
-                  ) -> list[str]:
+                  reduce: str = "none", weights_file: str | None = None,
+                  composite: str = "paste") -> list[str]:
   """Inpaints an image (or a folder of them); returns the PNG paths written.
 
   `mask`: a mask image (white = hole), a folder of masks named like the
   images, or a mask protocol name (then saved as <result>_mask.png).
   `reduce`: "none" writes the K samples, "mean" their mean; with K > 1 a
-  colour-mapped uncertainty map goes beside (`output_paths`).
+  colour-mapped uncertainty map goes beside (`output_paths`). `composite`:
+  how each result joins its photo (compositing.COMPOSITES).
   Photos are read and written a batch at a time, so folders of any size fit
   in memory. The weights: `workdir`'s checkpoint (the latest, or `step`),
   or `weights_file`.
@@ -499,7 +505,8 @@ def inpaint_files(config, workdir: str | None, image: str, mask: str,
     holes = [user_hole(mask, relatives[i], *p.size, config=config, index=i)
              for i, p in zip(part, photos)]
     results = inpainter.inpaint(photos, [h for h, _ in holes], num_samples,
-                                first_index=first, bar=bar, reduce=reduce)
+                                first_index=first, bar=bar, reduce=reduce,
+                                composite=composite)
     for i, result, (hole, generated) in zip(part, results, holes):
       written += _save_results(result, hole, generated, *targets[i])
   bar.close()

@@ -17,7 +17,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from ffc_ddpm import configuration
+from ffc_ddpm import compositing, configuration
 
 MODES = ("train", "eval", "inpaint", "sample")
 
@@ -41,6 +41,11 @@ _REDUCE = flags.DEFINE_enum(
     "reduce", "none", ["none", "mean"], "inpaint with --num_samples=K: none "
     "writes the K results, mean their per-pixel mean; with K > 1 an "
     "uncertainty map (NAME_uncertainty.png) is written too.")
+_COMPOSITE = flags.DEFINE_enum(
+    "composite", "paste", list(compositing.COMPOSITES), "inpaint: how a "
+    "result joins the photo: paste (the model's pixels in the hole) or "
+    "poisson (its gradients in the hole, the photo's pixels on the hole's "
+    "edge: no seam).")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Join a multi-process run (TPU pod, GPU cluster) "
     "with jax.distributed.initialize(); only process 0 writes logs and images.")
@@ -172,7 +177,8 @@ def _run_mode(config, workdir: str, mode: str) -> None:
   elif mode == "inpaint":
     inpaint.inpaint_files(config, workdir, _IMAGE.value, _MASK.value,
                           _OUTPUT.value, _NUM_SAMPLES.value, _STEP.value,
-                          reduce=_REDUCE.value, weights_file=_WEIGHTS.value)
+                          reduce=_REDUCE.value, weights_file=_WEIGHTS.value,
+                          composite=_COMPOSITE.value)
   else:
     inpaint.sample_files(config, workdir, _OUTPUT.value or workdir,
                          _NUM_SAMPLES.value, _STEP.value, _WEIGHTS.value)

@@ -12,7 +12,7 @@ from PIL import Image
 import pytest
 
 import inference_helpers as helpers
-from ffc_ddpm import inference, inpaint
+from ffc_ddpm import compositing, inference, inpaint
 from ffc_ddpm.data import masks as masks_lib
 
 
@@ -191,6 +191,30 @@ def test_results_keep_the_known_pixels_and_mode_of_the_photo(channels):
   assert (result[inside] == fill).all()
 
 
+@pytest.mark.parametrize("channels", [None, 2, 3, 4])
+def test_a_poisson_composite_takes_the_photos_colour_at_the_edge(channels):
+  """A flat model output in a flat photo of another colour: pasted, the
+  hole has the output's colour; blended, the fill's gradients (none) with
+  the photo's colour on the edge: the photo's colour (alpha: opaque)."""
+  shape = (13, 29) if channels is None else (13, 29, channels)
+  photo_colour = np.array([30, 160, 220, 90], np.uint8)
+  pixels = np.broadcast_to(photo_colour[:shape[2]] if channels else
+                           photo_colour[0], shape).copy()
+  photo = inpaint.photo_from_array(pixels)
+  hole = rectangle_hole(13, 29, 2, 5, 6, 11)
+  inside = hole[..., 0] == 1
+  output = np.broadcast_to(np.array([200, 40, 90]) / 127.5 - 1, (16, 16, 3))
+  pasted = inpaint.from_model_output(output, photo, hole)
+  blended = inpaint.from_model_output(output, photo, hole, "poisson")
+  assert blended.shape == pixels.shape and blended.dtype == np.uint8
+  np.testing.assert_array_equal(blended[~inside], pixels[~inside])
+  expected = pixels[~inside][0].copy()
+  if channels in (2, 4):
+    expected[-1] = 255
+  assert (blended[inside] == expected).all()
+  assert (pasted[inside] != pixels[inside]).any()
+
+
 def test_photos_are_read_in_their_mode_and_seen_on_white(tmp_path):
   rgba = np.zeros((4, 6, 4), np.uint8)
   rgba[..., :3] = [10, 100, 250]
@@ -367,6 +391,27 @@ def test_the_mean_is_the_mean_of_the_samples_and_uncertainty_their_std(
   single, = inpainter.inpaint([photo], [hole], 1)
   assert single.uncertainty is None
   np.testing.assert_array_equal(single.results[0], samples.results[0])
+
+
+def test_a_composite_changes_only_how_the_same_samples_join_the_photo(
+    inpainter):
+  rng = np.random.default_rng(7)
+  photo = inpaint.photo_from_array(rng.integers(0, 256, (20, 27, 3),
+                                                dtype=np.uint8))
+  hole = rectangle_hole(20, 27, 4, 6, 10, 12)
+  pasted, = inpainter.inpaint([photo], [hole], 2)
+  blended, = inpainter.inpaint([photo], [hole], 2, composite="poisson")
+  x, m = inpaint.to_model_input(photo.rgb, hole, 16)
+  drawn = inpainter._sample(x[None], m[None], 0, inpaint.INPAINT, None, 2)
+  for k in range(2):
+    np.testing.assert_array_equal(blended.results[k], compositing.poisson(
+        photo.pixels, pasted.results[k], hole[..., 0] == 1))
+    np.testing.assert_array_equal(pasted.results[k], inpaint.from_model_output(
+        drawn[0, k], photo, hole))
+  np.testing.assert_array_equal(blended.uncertainty, pasted.uncertainty)
+  with pytest.raises(ValueError, match="--composite=blur: expected one of "
+                     "paste, poisson"):
+    inpainter.inpaint([photo], [hole], 1, composite="blur")
 
 
 # ----------------------------------------------- an unconditional model
