@@ -10,7 +10,9 @@ r"""A/B of XLA flags and environment variables on the train step.
 Each --variant is NAME=SETTINGS, SETTINGS a space-separated list of XLA
 flags (`--xla_...`, added to XLA_FLAGS beside the project's own flags of
 `ffc_ddpm.xla_flags`) and environment variables (`KEY=VALUE`;
-FFC_DDPM_XLA_FLAGS=0 leaves the project's flags out). XLA reads its flags
+FFC_DDPM_XLA_FLAGS=0 leaves the project's flags out; PYTHONPATH=TREE times
+the ffc_ddpm of another checkout, such as a `git worktree` of a branch, so
+a change to the code is A/B'd the same way). XLA reads its flags
 once per process, so every variant runs in a process of its own: each round
 starts one per variant, in the order given, which compiles the train step
 (`tools/benchmark.py`'s `bench_train`, random data) and times --steps steps
