@@ -91,10 +91,15 @@ def _touching_known(hole: np.ndarray) -> np.ndarray:
   return np.isin(parts, grounded_parts[grounded_parts > 0])
 
 
-def composite(method: str, photo: np.ndarray, fill: np.ndarray,
-              hole: np.ndarray) -> np.ndarray:
-  """`method` (one of COMPOSITES) applied to uint8 images of one shape."""
+def check(method: str) -> None:
+  """A one-line ValueError unless `method` is one of COMPOSITES."""
   if method not in COMPOSITES:
     raise ValueError(f"--composite={method}: expected one of "
                      f"{', '.join(COMPOSITES)}")
+
+
+def composite(method: str, photo: np.ndarray, fill: np.ndarray,
+              hole: np.ndarray) -> np.ndarray:
+  """`method` (one of COMPOSITES) applied to uint8 images of one shape."""
+  check(method)
   return {"paste": paste, "poisson": poisson}[method](photo, fill, hole)

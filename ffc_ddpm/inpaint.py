@@ -321,9 +321,7 @@ class Inpainter:
     if reduce not in REDUCTIONS:
       raise ValueError(f"--reduce={reduce}: expected one of "
                        f"{', '.join(REDUCTIONS)}")
-    if composite not in compositing.COMPOSITES:
-      raise ValueError(f"--composite={composite}: expected one of "
-                       f"{', '.join(compositing.COMPOSITES)}")
+    compositing.check(composite)  # before any sampling
     for photo, hole in zip(photos, holes):
       if hole.shape != photo.size + (1,):
         raise ValueError(f"inpaint: hole of shape {hole.shape} for a photo of"
