@@ -42,7 +42,7 @@ RECORDS = [
 def test_blocks_totals_and_time_by_hand(tmp_path):
   write_run(tmp_path, RECORDS)
   records = tool.read_records(str(tmp_path / "metrics.jsonl"))
-  summary = tool.summarize(records, tool.batch_size(
+  summary = tool.summarize(records, tool.read_batch_size(
       str(tmp_path / "config.json")), every=100)
   # 50/0.5 + 50/1 + 50/2 + 50/2 + 30/0.25 seconds.
   seconds = 100 + 50 + 25 + 25 + 120

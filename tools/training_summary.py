@@ -41,7 +41,7 @@ def read_records(path: str) -> dict[int, dict[str, float]]:
   return records
 
 
-def batch_size(path: str) -> int:
+def read_batch_size(path: str) -> int:
   """train.batch_size of a run's config.json."""
   try:
     with open(path) as f:
@@ -117,7 +117,7 @@ def main(argv):
   workdir = argv[1]
   try:
     summary = summarize(read_records(os.path.join(workdir, "metrics.jsonl")),
-                        batch_size(os.path.join(workdir, "config.json")),
+                        read_batch_size(os.path.join(workdir, "config.json")),
                         _EVERY.value)
   except (OSError, ValueError) as e:
     sys.exit(f"error: {e}")
