@@ -17,6 +17,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from ffc_ddpm import compositing
 import inference_helpers as helpers
 
 sys.path.insert(0, str(helpers.ROOT / "tools"))
@@ -24,7 +25,7 @@ import export_weights  # pylint: disable=g-import-not-at-top,wrong-import-positi
 
 NOTEBOOK = helpers.ROOT / "notebooks" / "ffc_ddpm_colab.ipynb"
 PARAMETERS = ("REPO_URL", "CONFIG", "TRAIN_STEPS", "WORKDIR", "WEIGHTS",
-              "MASK", "RECTANGLES", "NUM_SAMPLES", "EVAL_IMAGES")
+              "MASK", "RECTANGLES", "NUM_SAMPLES", "COMPOSITE", "EVAL_IMAGES")
 NUM_SAMPLES = 2
 
 
@@ -38,14 +39,20 @@ def assigned_names(source: str) -> tuple[str, ...]:
                if isinstance(node, ast.Assign))
 
 
+def parameters_cell(notebook):
+  """The first code cell, tagged `parameters` (Colab's form)."""
+  cell = [c for c in notebook.cells if c.cell_type == "code"][0]
+  assert "parameters" in cell.metadata.get("tags", [])
+  assert assigned_names(cell.source) == PARAMETERS
+  return cell
+
+
 def run_notebook(folder, workdir, weights_file=""):
   """Runs every cell but the parameters, which are the tiny test config,
   `workdir` and `weights_file`; returns (code cells, outputs folder)."""
   notebook = nbformat.read(NOTEBOOK, as_version=4)
   code = [c for c in notebook.cells if c.cell_type == "code"]
-  parameters = code[0]
-  assert "parameters" in parameters.metadata.get("tags", [])
-  assert assigned_names(parameters.source) == PARAMETERS
+  parameters = parameters_cell(notebook)
   parameters.source = "\n".join([
       'REPO_URL = ""',
       f"CONFIG = {str(helpers.ROOT / 'configs' / 'test.py')!r}",
@@ -55,11 +62,23 @@ def run_notebook(folder, workdir, weights_file=""):
       'MASK = "draw"  # outside Colab: the rectangles',
       'RECTANGLES = "0.25,0.25,0.5,0.5"',
       f"NUM_SAMPLES = {NUM_SAMPLES}",
+      'COMPOSITE = "paste"',
       "EVAL_IMAGES = 0"])
   nbclient.NotebookClient(
       notebook, timeout=600, kernel_name="python3",
       resources={"metadata": {"path": str(folder)}}).execute()
   return code, workdir / "notebook"
+
+
+def test_out_of_the_box_it_inpaints_with_the_released_model():
+  """The default parameters name the committed weights and their config,
+  so a user who runs every cell gets the real-face model, no training."""
+  defaults = {}
+  exec(parameters_cell(nbformat.read(NOTEBOOK, as_version=4)).source, {},
+       defaults)  # pylint: disable=exec-used
+  assert (helpers.ROOT / defaults["CONFIG"]).is_file()
+  assert (helpers.ROOT / defaults["WEIGHTS"]).is_file()
+  assert defaults["COMPOSITE"] in compositing.COMPOSITES
 
 
 def shown_images(code) -> int:
