@@ -41,9 +41,10 @@ def get_config():
   config.model.ffc.num_blocks = 1
 
   # 14,000 steps of 16 (224k images, ~10 epochs): 9.6 h on a 2-core CPU
-  # for the released weights (weights/README.md), resumable across sessions. From 1,500 to 2,000 steps the centre mean of
-  # 8 (32 validation faces, DDPM-10) still gained 0.18 dB, and at 2,750 the
-  # fills still missed the skin's colour at times.
+  # for the released weights (weights/README.md), resumable across
+  # sessions. From 1,500 to 2,000 steps the centre mean of 8 (32 validation
+  # faces, DDPM-10) still gained 0.18 dB, and at 2,750 the fills still
+  # missed the skin's colour at times.
   config.train.num_steps = 14000
   config.train.batch_size = 16
   config.train.learning_rate = 1e-3
