@@ -26,7 +26,8 @@ so a drift of the machine (another job, the clock) touches every variant
 alike. Prints a Markdown table (batch, median step, images/s, every
 round, ratio to the first variant); --out also writes it as JSON, with
 each variant's parameter count and XLA's FLOPs per step. --config.X=V
-overrides outside a --variant reach every process. Time on an otherwise idle machine only.
+overrides outside a --variant reach every process. Time on an otherwise
+idle machine only.
 """
 
 import json
