@@ -82,6 +82,8 @@ def inpainted(shared_dir, tmp_path_factory):
     Image.fromarray(face).save(root / "faces" / f"{i:02d}.png")
     Image.fromarray(hole.astype(np.uint8) * 255).save(
         root / "masks" / f"{i:02d}.png")
+  # As users run it: without conftest's XLA_FLAGS, which trade run time for
+  # compile time on the tests' tiny networks; this network is the real one.
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   result = subprocess.run(
       [sys.executable, "-m", "ffc_ddpm.main", "--mode=inpaint",
