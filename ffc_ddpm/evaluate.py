@@ -122,8 +122,11 @@ def model_methods(config) -> tuple[str, ...]:
 
 
 # ------------------------------------------------------- per-image rows
-def _parse_rows(text: str) -> list[dict]:
-  """Rows of a per_image.csv; a last line torn by a crash is dropped."""
+def read_per_image(path: str) -> list[dict]:
+  """Rows of a per_image.csv (`CSV_FIELDS`, scores as float or None); a
+  last line torn by a crash is dropped."""
+  with open(path) as f:
+    text = f.read()
   if not text.endswith("\n"):
     text = text[:text.rfind("\n") + 1]
   number = lambda v: float(v) if v else None
@@ -187,8 +190,7 @@ class PerImageLog:
     same = _read_json(settings_path) == settings
     self.rows: list[dict] = []
     if same and os.path.exists(self.path):
-      with open(self.path) as f:
-        self.rows = _parse_rows(f.read())
+      self.rows = read_per_image(self.path)
     _sync("eval_log_read")
     if _is_lead():
       os.makedirs(out_dir, exist_ok=True)
