@@ -17,16 +17,30 @@ def get_config() -> ml_collections.ConfigDict:
   # ------------------------------------------------------------------ data
   data = config.data = ml_collections.ConfigDict()
   data.source = "synthetic"  # synthetic | folder | tfds | arrayrecord
-  # folder: a directory searched recursively for jpg/png/webp images;
+  # folder: a directory searched recursively for jpg/png/webp images, or
+  # several separated by commas ("A,B"), each split on its own and mixed;
   # tfds: the manual-download directory holding data{N}x{N}.tar;
   # arrayrecord: a file written by tools/prepare_dataset.py.
   data.path = ""
+  # Several folders: the probability that a training example is drawn from
+  # each, whatever its size ("0.7,0.3"; "" = equal; 0 = validation and test
+  # only).
+  data.path_weights = ""
   data.tfds_data_dir = ""  # where TFDS keeps prepared data ("" = its default)
   data.image_size = 256
   data.resize = "center_crop"  # center_crop | resize: how other sizes become image_size
-  # Held-out images; the rest of the source trains. CelebA-HQ: 27,982/18/2,000.
+  # Held-out images (of each folder without identities); the rest of the
+  # source trains. CelebA-HQ: 27,982/18/2,000.
   data.num_val = 18
   data.num_test = 2000
+  # A CSV `file,identity` (files relative to their folder) per folder of
+  # data.path, comma-separated, "" for a folder without (",ids.csv"). A
+  # folder with one holds out whole people: test_identities, then
+  # val_identities of its identities, drawn by split_seed, instead of
+  # num_test / num_val photos, so no person is in two splits.
+  data.identities = ""
+  data.test_identities = 0
+  data.val_identities = 0
   data.num_train = 50_000  # synthetic source only: how many distinct train faces
   # Fixed apart from `seed`, so the test split never moves; -1 = ordered split
   # of sorted file names (the last num_test are test: the paper's CelebA-HQ).
@@ -44,6 +58,15 @@ def get_config() -> ml_collections.ConfigDict:
   aug.contrast = 0.1
   aug.saturation = 0.1
   aug.hue = 0.02  # hue shift in turns, drawn in [-x, x]
+  # Zooming out: the framing window's side is drawn in
+  # [crop_min_scale, 1 / zoom_out_min_scale]; above 1 the whole image,
+  # shrunk to as little as this fraction of the side, lies anywhere in the
+  # frame (1 = off).
+  aug.zoom_out_min_scale = 1.0
+  aug.rotate_degrees = 0.0  # rotation drawn in [-x, x] degrees (0 = off)
+  # What fills the frame beyond the image when zooming out or rotating:
+  # reflect (mirrored) | edge (edge pixels stretched) | black.
+  aug.pad_mode = "reflect"
 
   # ------------------------------------------------------------- diffusion
   diffusion = config.diffusion = ml_collections.ConfigDict()

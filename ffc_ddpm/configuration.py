@@ -131,6 +131,14 @@ _RANGES = {
     "data.augment.contrast": _number(0, 1, hi_open=True),
     "data.augment.saturation": _number(0, 1, hi_open=True),
     "data.augment.hue": _number(0, 0.5),
+    # Mixed folders, identity splits, zoom-out and rotation.
+    "data.path_weights": _string,
+    "data.identities": _string,
+    "data.test_identities": _integer(0),
+    "data.val_identities": _integer(0),
+    "data.augment.zoom_out_min_scale": _number(0, 1, lo_open=True),
+    "data.augment.rotate_degrees": _number(0, 180),
+    "data.augment.pad_mode": _choice("reflect", "edge", "black"),
     "diffusion.schedule": _choice("linear", "scaled_linear", "cosine"),
     "diffusion.num_steps": _integer(1, 100_000),
     "diffusion.beta_start": _number(0, 1, lo_open=True, hi_open=True),
@@ -311,13 +319,34 @@ def check_data_path(config) -> None:
     _fail("data.path", path, f"the location of the {source!r} data (e.g. "
           "--config.data.path=DIR)")
   kind = "file" if source == "arrayrecord" else "directory"
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-        f"config.data.path={path!r}: no such {kind} for data.source={source!r}")
-  if os.path.isfile(path) != (kind == "file"):
-    found = "a file" if os.path.isfile(path) else "a directory"
-    raise FileNotFoundError(f"config.data.path={path!r} is {found}; "
-                            f"data.source={source!r} reads a {kind}")
+  paths, tables = [path], []
+  if source == "folder":  # data.path may list several folders
+    from ffc_ddpm.data import sources  # pylint: disable=g-import-not-at-top
+    named = sources.folders(config.data)
+    paths = [f.path for f in named]
+    tables = [f.identities for f in named if f.identities]
+  for path in paths:
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"config.data.path={path!r}: no such {kind} "
+                              f"for data.source={source!r}")
+    if os.path.isfile(path) != (kind == "file"):
+      found = "a file" if os.path.isfile(path) else "a directory"
+      raise FileNotFoundError(f"config.data.path={path!r} is {found}; "
+                              f"data.source={source!r} reads a {kind}")
+  for table in tables:
+    if not os.path.isfile(table):
+      raise FileNotFoundError(f"config.data.identities: no such file "
+                              f"{table!r}")
+
+
+def _check_data_folders(config) -> None:
+  """data.path_weights and the identity fields agree with data.path and
+  data.source (`sources.check_folder_fields`; reads no file)."""
+  from ffc_ddpm.data import sources  # pylint: disable=g-import-not-at-top
+  try:
+    sources.check_folder_fields(config.data)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -328,4 +357,5 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if expected:
       _fail(field, value, expected)
   _check_relations(config)
+  _check_data_folders(config)
   return config

@@ -1,4 +1,6 @@
-"""Training augmentation (the paper's): random crop, flip, colour jitter.
+"""Training augmentation (the paper's): random crop, flip, colour jitter;
+and, off by default, zooming out and small rotations, so that how a face
+is framed stops mattering.
 
 Ranges come from `config.data.augment`; each example's draw comes from its
 own generator, so augmentation is reproducible and resumable. Evaluation
@@ -11,6 +13,10 @@ import cv2
 import numpy as np
 
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R 601 grey
+# How zooming out and rotating fill the frame beyond the image: mirrored
+# (without repeating the edge pixel), the edge pixels stretched, or black.
+PAD_MODES = {"reflect": cv2.BORDER_REFLECT_101, "edge": cv2.BORDER_REPLICATE,
+             "black": cv2.BORDER_CONSTANT}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,12 +28,17 @@ class Ranges:
   contrast: float = 0.0
   saturation: float = 0.0
   hue: float = 0.0
+  zoom_out_min_scale: float = 1.0
+  pad_mode: str = "reflect"
+  rotate_degrees: float = 0.0
 
   @classmethod
   def from_config(cls, aug) -> "Ranges":
     ranges = cls(float(aug.crop_min_scale), bool(aug.hflip),
                  float(aug.brightness), float(aug.contrast),
-                 float(aug.saturation), float(aug.hue))
+                 float(aug.saturation), float(aug.hue),
+                 float(aug.zoom_out_min_scale), str(aug.pad_mode),
+                 float(aug.rotate_degrees))
     ranges.validate()
     return ranges
 
@@ -43,12 +54,23 @@ class Ranges:
     if not 0 <= self.hue <= 0.5:
       raise ValueError(f"config.data.augment.hue={self.hue} must lie in "
                        f"[0, 0.5] (a fraction of a turn)")
+    if not 0 < self.zoom_out_min_scale <= 1:
+      raise ValueError(f"config.data.augment.zoom_out_min_scale="
+                       f"{self.zoom_out_min_scale} must lie in (0, 1]: the "
+                       "smallest side of the zoomed-out image in the frame")
+    if self.pad_mode not in PAD_MODES:
+      raise ValueError(f"config.data.augment.pad_mode={self.pad_mode!r} is "
+                       f"not one of {tuple(PAD_MODES)}")
+    if not 0 <= self.rotate_degrees <= 180:
+      raise ValueError(f"config.data.augment.rotate_degrees="
+                       f"{self.rotate_degrees} must lie in [0, 180]")
 
 
 @dataclasses.dataclass(frozen=True)
 class Draw:
-  """One example's augmentation: crop box (fractions), flip, jitter factors."""
-  crop_scale: float
+  """One example's augmentation: the framing window (fractions), flip,
+  jitter factors, rotation."""
+  crop_scale: float  # window side / image side: < 1 crops, > 1 zooms out
   crop_top: float  # in [0, 1]: where the crop sits within the free margin
   crop_left: float
   flip: bool
@@ -56,22 +78,34 @@ class Draw:
   contrast: float
   saturation: float
   hue: float
+  rotation: float = 0.0  # degrees, counter-clockwise
+  pad_mode: str = "reflect"  # what fills the frame beyond the image
 
 
 def sample(ranges: Ranges, rng: np.random.Generator) -> Draw:
-  """Draws one example's augmentation within `ranges`."""
+  """Draws one example's augmentation within `ranges`.
+
+  The window side is uniform in [crop_min_scale, 1 / zoom_out_min_scale],
+  so a share (1/z - 1) / (1/z - c) of examples zooms out. A rotation is
+  drawn last and only when rotate_degrees > 0: with zoom-out and rotation
+  off, the draws are those of the crop, flip and jitter alone.
+  """
 
   def factor(x: float) -> float:
     return rng.uniform(1 - x, 1 + x)
 
+  degrees = ranges.rotate_degrees
   return Draw(
-      crop_scale=rng.uniform(ranges.crop_min_scale, 1.0),
+      crop_scale=rng.uniform(ranges.crop_min_scale,
+                             1.0 / ranges.zoom_out_min_scale),
       crop_top=rng.uniform(), crop_left=rng.uniform(),
       flip=ranges.hflip and rng.uniform() < 0.5,
       brightness=factor(ranges.brightness),
       contrast=factor(ranges.contrast),
       saturation=factor(ranges.saturation),
-      hue=rng.uniform(-ranges.hue, ranges.hue))
+      hue=rng.uniform(-ranges.hue, ranges.hue),
+      rotation=rng.uniform(-degrees, degrees) if degrees else 0.0,
+      pad_mode=ranges.pad_mode)
 
 
 def _crop(image: np.ndarray, draw: Draw) -> np.ndarray:
@@ -84,6 +118,36 @@ def _crop(image: np.ndarray, draw: Draw) -> np.ndarray:
   left = round(draw.crop_left * (size - side))
   square = image[top:top + side, left:left + side]
   return cv2.resize(square, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def _frame(image: np.ndarray, draw: Draw) -> np.ndarray:
+  """The square window of side crop_scale * S, placed at crop_top/left of
+  the free margin, scaled to S: a crop (zooming in) for crop_scale <= 1;
+  above it the whole image, shrunk to S / crop_scale (area-averaged), lies
+  in the window and pad_mode fills the rest."""
+  if draw.crop_scale <= 1:
+    return _crop(image, draw)
+  size = image.shape[0]
+  side = max(1, round(size / draw.crop_scale))
+  if side == size:
+    return image
+  small = cv2.resize(image, (side, side), interpolation=cv2.INTER_AREA)
+  top = round(draw.crop_top * (size - side))
+  left = round(draw.crop_left * (size - side))
+  return cv2.copyMakeBorder(small, top, size - side - top, left,
+                            size - side - left, PAD_MODES[draw.pad_mode],
+                            value=(0, 0, 0))
+
+
+def _rotate(image: np.ndarray, draw: Draw) -> np.ndarray:
+  """Turns the image by draw.rotation degrees counter-clockwise about its
+  centre (bicubic); pad_mode fills the corners."""
+  size = image.shape[0]
+  centre = ((size - 1) / 2, (size - 1) / 2)
+  matrix = cv2.getRotationMatrix2D(centre, draw.rotation, 1.0)
+  return cv2.warpAffine(image, matrix, (size, size), flags=cv2.INTER_CUBIC,
+                        borderMode=PAD_MODES[draw.pad_mode],
+                        borderValue=(0, 0, 0))
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
@@ -131,7 +195,9 @@ def colour_jitter(image: np.ndarray, draw: Draw) -> np.ndarray:
 
 def apply(image: np.ndarray, draw: Draw) -> np.ndarray:
   """uint8 (S, S, 3) -> augmented float32 (S, S, 3) in [0, 1]."""
-  image = _crop(image, draw)
+  image = _frame(image, draw)
+  if draw.rotation:
+    image = _rotate(image, draw)
   if draw.flip:
     image = image[:, ::-1]
   return colour_jitter(image.astype(np.float32) / 255.0, draw)

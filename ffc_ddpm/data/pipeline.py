@@ -1,8 +1,10 @@
 """The input pipeline: shuffle, augment, mask and batch with grain.
 
 Training (`create_train_iterator`): a grain DataLoader over the train split,
-shuffled globally and afresh every epoch from `config.seed`; process p of P
-reads positions p, p + P, ... of that order, so hosts see disjoint images.
+shuffled globally and afresh every epoch from `config.seed` (of several
+folders: each example's folder drawn by data.path_weights, `MixedSampler`);
+process p of P reads positions p, p + P, ... of that order, so hosts see
+disjoint images.
 Each example gets the paper's augmentation (random crop, horizontal flip,
 colour jitter; ranges in `config.data.augment`) and a mask of protocol
 `config.data.train_masks`, all drawn from a per-example generator that grain
@@ -22,6 +24,7 @@ the split.
 """
 
 import logging
+import sys
 from typing import Iterator
 
 from absl import flags
@@ -95,10 +98,68 @@ class TrainExample(grain.transforms.RandomMap):
     }
 
 
-def _sampler_seed(seed: int) -> int:
-  """The 32-bit shuffle seed derived from config.seed (grain wants < 2**32)."""
-  sequence = np.random.SeedSequence([seed, 0x5EED])  # purpose: data order
+def _sampler_seed(seed: int, *purpose: int) -> int:
+  """The 32-bit shuffle seed derived from config.seed (grain wants < 2**32);
+  `purpose` derives further ones (MixedSampler's)."""
+  sequence = np.random.SeedSequence([seed, 0x5EED, *purpose])  # data order
   return int(sequence.generate_state(1)[0])
+
+
+class MixedSampler:
+  """grain sampler over the train split of several folders: position i of
+  the stream comes from folder k with probability weights[k].
+
+  Position i draws its folder from its own generator, then takes position
+  i of that folder's endless order, reshuffled every len(folder) positions
+  as grain's IndexSampler does, so no image repeats within len(folder)
+  positions. The example's generator (augmentation, mask) is IndexSampler's
+  Philox(seed + i). All of it is a function of i alone: the stream resumes
+  from a saved position and is the same for any number of workers.
+  """
+
+  def __init__(self, parts: tuple[int, ...], weights: tuple[float, ...],
+               seed: int):
+    self._parts, self._weights, self._seed = parts, weights, seed
+    self._offsets = np.cumsum((0,) + tuple(parts[:-1]))
+    bounds = np.cumsum(weights)
+    self._bounds = bounds / bounds[-1]  # the last exactly 1
+    self._orders = [grain.MapDataset.range(n).shuffle(
+        seed=_sampler_seed(seed, k + 1)) for k, n in enumerate(parts)]
+    self._example_seed = _sampler_seed(seed)
+    # The second word of the folder draws' Philox key: nonzero, so never
+    # an example's key.
+    self._folder_seed = _sampler_seed(seed, 0) | 1
+
+  def __len__(self) -> int:
+    return sys.maxsize  # endless, as IndexSampler without num_epochs
+
+  def folder(self, index: int) -> int:
+    """Which folder stream position `index` reads."""
+    draw = np.random.Generator(
+        np.random.Philox(key=[index, self._folder_seed])).random()
+    return int(np.searchsorted(self._bounds, draw, side="right"))
+
+  def __getitem__(self, index: int) -> grain.RecordMetadata:
+    if index < 0:
+      raise IndexError(f"stream position {index} < 0")
+    k = self.folder(index)
+    key = int(self._offsets[k]) + int(self._orders[k][index])
+    rng = np.random.Generator(np.random.Philox(key=self._example_seed +
+                                               index))
+    return grain.RecordMetadata(index=index, record_key=key, rng=rng)
+
+  def __repr__(self) -> str:  # grain checks it when restoring a state
+    return (f"MixedSampler(parts={self._parts}, weights={self._weights}, "
+            f"seed={self._seed})")
+
+
+def _train_sampler(source, seed: int):
+  """A shuffled IndexSampler; for a source mixing folders, MixedSampler."""
+  parts = getattr(source, "parts", ())
+  if len(parts) > 1:
+    return MixedSampler(parts, source.weights, seed)
+  return grain.samplers.IndexSampler(
+      num_records=len(source), shuffle=True, seed=_sampler_seed(seed))
 
 
 class TrainIterator:
@@ -149,11 +210,10 @@ def create_train_loader(config) -> grain.DataLoader:
     _parse_flags_if_needed()
   mask_names = masks.train_mask_names(data.train_masks)
   ranges = augment.Ranges.from_config(data.augment)
-  source = SkippingSource(sources.create_source(data, "train"),
-                          data.skip_bad_files)
+  train = sources.create_source(data, "train")
+  source = SkippingSource(train, data.skip_bad_files)
   local_batch = parallel.local_batch_size(config.train.batch_size)
-  sampler = grain.samplers.IndexSampler(
-      num_records=len(source), shuffle=True, seed=_sampler_seed(config.seed))
+  sampler = _train_sampler(train, config.seed)
   shard = grain.sharding.ShardOptions(
       shard_index=jax.process_index(), shard_count=jax.process_count(),
       drop_remainder=True)
