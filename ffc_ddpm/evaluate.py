@@ -70,7 +70,8 @@ def run_settings(config, step: int, weights: str) -> dict:
   """
   settings = config.to_dict()
   del settings["train"]
-  for field in ("num_workers", "prefetch", "augment", "train_masks"):
+  for field in ("num_workers", "prefetch", "augment", "train_masks",
+                "path_weights"):
     settings["data"].pop(field)
   for field in ("num_images", "batch_size", "masks", "baselines",
                 "num_grid_images"):
@@ -160,7 +161,7 @@ def _read_json(path: str) -> Any:
     return None
 
 
-def _archive(out_dir: str) -> str | None:
+def archive(out_dir: str) -> str | None:
   """Moves an earlier evaluation's files to out_dir/previous_<k>."""
   names = [n for n in os.listdir(out_dir)
            if not re.fullmatch(r"previous_\d+", n) and n != lock.LOCK_NAME]
@@ -195,7 +196,7 @@ class PerImageLog:
     if _is_lead():
       os.makedirs(out_dir, exist_ok=True)
       if not same:
-        moved = _archive(out_dir)
+        moved = archive(out_dir)
         if moved:
           logging.warning("Evaluation settings changed (step, sampler, seed, "
                           "data ...): the earlier results moved to %s", moved)
@@ -483,7 +484,8 @@ def summarise(rows: list[dict], masks, methods, fid: dict) -> dict:
   for method in methods:
     for mask in masks:
       sel = [r for r in rows if r["method"] == method and r["mask"] == mask]
-      entry = {"psnr": _mean([min(r["psnr"], metrics.PSNR_CAP) for r in sel]),
+      entry = {"psnr": _mean(list(metrics.capped_psnr([r["psnr"]
+                                                        for r in sel]))),
                "ssim": _mean([r["ssim"] for r in sel]),
                "num_images": len(sel)}
       lpips = [r["lpips"] for r in sel if r["lpips"] is not None]
@@ -572,15 +574,18 @@ def evaluate(config, workdir: str, step: int | None = None,
   WORKDIR/eval; returns results.json's content.
 
   Continues an interrupted evaluation of the same weights and settings.
+  Holds WORKDIR/eval's lock (`lock.hold_workdir`), after training too, so
+  two evaluations never write into one folder.
   """
   check_config(config)
   for mask in config.eval.masks:
     masks_lib.validate_mask_name(mask)
-  mesh = parallel.create_mesh(config.train.model_axis_size)
-  scorer = Scorer(config, mesh)
-  loaded = inference.load(config, workdir, step, mesh, weights_file)
-  return evaluate_loaded(config, loaded, os.path.join(workdir, "eval"),
-                         scorer)
+  out_dir = os.path.join(workdir, "eval")
+  with lock.hold_workdir(out_dir):
+    mesh = parallel.create_mesh(config.train.model_axis_size)
+    scorer = Scorer(config, mesh)
+    loaded = inference.load(config, workdir, step, mesh, weights_file)
+    return evaluate_loaded(config, loaded, out_dir, scorer)
 
 
 def evaluate_loaded(config, loaded: inference.Inference, out_dir: str,

@@ -74,9 +74,13 @@ def save_png(path: str, image: np.ndarray) -> None:
 
   Floats in [-1, 1] are quantised as the metrics do (`metrics.to_uint8`);
   uint8 arrays are written as they are (grey, RGB or RGBA by channels).
+  Written to a temporary name and renamed, so an interrupted run never
+  leaves a partial file.
   """
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  Image.fromarray(_as_uint8(image)).save(path, format="PNG")
+  temporary = f"{path}.partial"
+  Image.fromarray(_as_uint8(image)).save(temporary, format="PNG")
+  os.replace(temporary, path)
 
 
 def _as_uint8(x: np.ndarray) -> np.ndarray:

@@ -167,10 +167,13 @@ def mean_of_samples(samples: jax.Array, x_known: jax.Array,
 
 
 def std_of_samples(samples: jax.Array, mask: jax.Array) -> jax.Array:
-  """The uncertainty map (N, H, W, 1): the per-pixel standard deviation
-  across the K samples, sqrt(mean over channels of Var_k), in the units of
-  the images ([-1, 1] images: 0..1); 0 outside the hole."""
-  variance = jnp.mean(jnp.var(samples, axis=1), axis=-1, keepdims=True)
+  """The uncertainty map (N, H, W, 1): the per-pixel sample standard
+  deviation across the K samples, sqrt(mean over channels of the unbiased
+  variance, ddof=1), in the units of the images ([-1, 1] images: 0..1); 0
+  outside the hole (and everywhere for K = 1)."""
+  ddof = 1 if samples.shape[1] > 1 else 0
+  variance = jnp.mean(jnp.var(samples, axis=1, ddof=ddof), axis=-1,
+                      keepdims=True)
   return jnp.where(mask > 0.5, jnp.sqrt(variance), 0.0)
 
 

@@ -37,7 +37,8 @@ import numpy as np
 from PIL import Image, ImageOps
 import tqdm
 
-from ffc_ddpm import baselines, compositing, images, inference, metrics
+from ffc_ddpm import baselines, compositing, images, inference, lock
+from ffc_ddpm import metrics
 from ffc_ddpm.data import images as image_files
 from ffc_ddpm.data import masks as masks_lib
 
@@ -270,14 +271,27 @@ def _place(fill: np.ndarray, window: Window, base: np.ndarray) -> np.ndarray:
   return placed
 
 
-def uncertainty_at_photo(std: np.ndarray, hole: np.ndarray) -> np.ndarray:
+def uncertainty_at_photo(std: np.ndarray, model_hole: np.ndarray,
+                         hole: np.ndarray) -> np.ndarray:
   """The model's uncertainty map (size, size, 1) on the photo: (H, W, 1),
-  resized (bilinear) to the hole's window, 0 outside the hole."""
+  resized to the hole's window, 0 outside the hole.
+
+  A normalised bilinear resize: the resized std over the resized model
+  hole (`model_hole`, the mask the std was drawn under), so the hole's edge
+  averages only pixels of the hole and is not darkened by the zeros
+  outside it."""
   window = square_window(hole)
-  big = Image.fromarray(np.asarray(std, np.float32)[..., 0], mode="F")
-  big = np.asarray(big.resize((window.side, window.side),
-                              Image.Resampling.BILINEAR))[..., None]
-  placed = _place(big, window, np.zeros(hole.shape, np.float32))
+
+  def resized(a):
+    a = Image.fromarray(np.asarray(a, np.float32)[..., 0], mode="F")
+    return np.asarray(a.resize((window.side, window.side),
+                               Image.Resampling.BILINEAR), np.float64)
+
+  inside = np.asarray(model_hole, np.float32) > 0.5
+  weight = resized(inside)
+  std_sum = resized(np.where(inside, std, 0.0))
+  big = np.where(weight > 1e-6, std_sum / np.maximum(weight, 1e-6), 0.0)
+  placed = _place(big[..., None], window, np.zeros(hole.shape, np.float64))
   return np.where(hole > 0.5, placed, 0.0).astype(np.float32)
 
 
@@ -337,9 +351,10 @@ class Inpainter:
     std = np.asarray(inference.std_of_samples(out, m))
     return [Inpainted([from_model_output(o, photo, hole, composite)
                        for o in outs],
-                      uncertainty_at_photo(s, hole) if num_samples > 1 else
-                      None)
-            for outs, s, photo, hole in zip(outputs, std, photos, holes)]
+                      uncertainty_at_photo(s, mh, hole) if num_samples > 1
+                      else None)
+            for outs, s, mh, photo, hole in zip(outputs, std, m, photos,
+                                                holes)]
 
   def sample(self, num_samples: int, first_index: int = 0,
              bar=None) -> np.ndarray:
@@ -391,8 +406,13 @@ def check_unconditional(config) -> None:
 
 
 # ---------------------------------------------------------------- files
-def list_images(path: str) -> tuple[pathlib.Path, list[pathlib.Path]]:
-  """(root, image paths relative to it): one file, or a folder's images."""
+def list_images(path: str, output: str | None = None
+                ) -> tuple[pathlib.Path, list[pathlib.Path]]:
+  """(root, image paths relative to it): one file, or a folder's images.
+
+  Images under the `output` folder (earlier results, when it is a folder
+  inside the image folder) are not inputs: they are skipped, with one line.
+  """
   p = pathlib.Path(path)
   if p.is_file():
     return p.parent, [pathlib.Path(p.name)]
@@ -402,7 +422,30 @@ def list_images(path: str) -> tuple[pathlib.Path, list[pathlib.Path]]:
     found = image_files.find_images(path)
   except FileNotFoundError as e:
     raise FileNotFoundError(f"--image={path}: {e}") from None
+  results = pathlib.Path(output_folder(output or path)).resolve()
+  if results != p.resolve():  # a results folder inside the image folder
+    kept = [f for f in found
+            if not pathlib.Path(f).resolve().is_relative_to(results)]
+    if len(kept) < len(found):
+      logging.warning("--image=%s: skipping %d file(s) under --output=%s "
+                      "(earlier results, not photos)", path,
+                      len(found) - len(kept), output)
+    if not kept:
+      raise FileNotFoundError(f"--image={path}: no images outside "
+                              f"--output={output}")
+    found = kept
   return p, [pathlib.Path(os.path.relpath(f, path)) for f in found]
+
+
+def names_one_file(output: str) -> bool:
+  """Whether --output names one result file (`x.png`), not a folder."""
+  return output.lower().endswith(".png") and not os.path.isdir(output)
+
+
+def output_folder(output: str) -> str:
+  """The folder that the results of --output go into (and that is locked
+  while they are written)."""
+  return (os.path.dirname(output) or ".") if names_one_file(output) else output
 
 
 def output_paths(output: str, relatives: Sequence[pathlib.Path],
@@ -422,10 +465,15 @@ def output_paths(output: str, relatives: Sequence[pathlib.Path],
     raise ValueError(f"--output={output}: results are written as PNG "
                      "(lossless, so known pixels stay exact); use a .png "
                      "name or a folder")
-  if ext == ".png" and len(relatives) > 1:
+  if ext not in ("", ".png") and not os.path.isdir(output):
+    raise ValueError(f"--output={output}: expected a .png file name or a "
+                     "folder (an existing one, or a name without an "
+                     "extension)")
+  single = names_one_file(output)
+  if single and len(relatives) > 1:
     raise ValueError(f"--output={output} names one file but there are "
                      f"{len(relatives)} images; give a folder")
-  bases = [root] if ext == ".png" else [
+  bases = [root] if single else [
       os.path.join(output, str(r.with_suffix(""))) for r in relatives]
   files = 1 if reduce == "mean" else num_samples
   suffixes = [f"_{k}" if files > 1 else "" for k in range(files)]
@@ -465,6 +513,45 @@ def refuse_overwriting_inputs(root: pathlib.Path,
                          "--output")
 
 
+def check_output(output: str) -> None:
+  """A one-line error, before anything is computed, when the results
+  cannot go to `output`: a file where a folder is meant (or the reverse),
+  a file on its path, or a folder without write permission."""
+  folder = output_folder(output)
+  if names_one_file(output) and os.path.exists(output) and not (
+      os.path.isfile(output)):
+    raise ValueError(f"--output={output}: exists and is not a file")
+  if not names_one_file(output) and os.path.exists(output) and not (
+      os.path.isdir(output)):
+    raise ValueError(f"--output={output}: is a file, not a folder; give a "
+                     ".png name for one result, or a folder")
+  existing = os.path.abspath(folder)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ValueError(f"--output={output}: {existing} is a file, so no "
+                     "folder can be made under it")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ValueError(f"--output={output}: no permission to write in "
+                     f"{existing}")
+
+
+def refuse_existing_results(targets: list[tuple[list[str], str]],
+                            generated: bool, overwrite: bool) -> None:
+  """Result files (and generated masks) that exist already are replaced
+  only with --overwrite; otherwise a one-line error before any compute."""
+  if overwrite:
+    return
+  existing = [p for samples, mask in targets
+              for p in samples + ([mask] if generated else [])
+              if os.path.lexists(p)]
+  if existing:
+    raise ValueError(f"--output: {len(existing)} result file(s) exist "
+                     f"already ({existing[0]}"
+                     f"{', ...' if len(existing) > 1 else ''}); pass "
+                     "--overwrite to replace them, or choose another --output")
+
+
 def check_inputs(root: pathlib.Path, relatives: Sequence[pathlib.Path],
                  mask: str, config) -> None:
   """Opens every photo and mask once before the model loads, so that a bad
@@ -477,7 +564,8 @@ def check_inputs(root: pathlib.Path, relatives: Sequence[pathlib.Path],
 def inpaint_files(config, workdir: str | None, image: str, mask: str,
                   output: str, num_samples: int = 1, step: int | None = None,
                   reduce: str = "none", weights_file: str | None = None,
-                  composite: str = "paste") -> list[str]:
+                  composite: str = "paste", overwrite: bool = False
+                  ) -> list[str]:
   """Inpaints an image (or a folder of them); returns the PNG paths written.
 
   `mask`: a mask image (white = hole), a folder of masks named like the
@@ -487,16 +575,45 @@ def inpaint_files(config, workdir: str | None, image: str, mask: str,
   how each result joins its photo (compositing.COMPOSITES).
   Photos are read and written a batch at a time, so folders of any size fit
   in memory. The weights: `workdir`'s checkpoint (the latest, or `step`),
-  or `weights_file`.
+  or `weights_file`. Everything about the output is checked before the
+  model loads (`check_output`; existing results are replaced only with
+  `overwrite`), and the output folder is held (`lock.hold_workdir`) so two
+  runs never write into one.
   """
-  root, relatives = list_images(image)
+  check_output(output)
+  root, relatives = list_images(image, output)
   targets = output_paths(output, relatives, num_samples, reduce)
-  refuse_overwriting_inputs(root, relatives, mask, targets)
-  check_inputs(root, relatives, mask, config)
-  inpainter = Inpainter(config, workdir, step, weights_file)
+  with lock.hold_workdir(output_folder(output), flag="--output",
+                         what="--output"):
+    refuse_overwriting_inputs(root, relatives, mask, targets)
+    refuse_existing_results(targets, mask_source(mask, relatives[0]) is None,
+                            overwrite)
+    check_inputs(root, relatives, mask, config)
+    inpainter = Inpainter(config, workdir, step, weights_file)
+    written = []
+    try:
+      _inpaint_all(inpainter, root, relatives, mask, targets, num_samples,
+                   reduce, composite, written)
+    except KeyboardInterrupt:
+      raise KeyboardInterrupt(
+          f"{len(written)} file(s) were written under {output} before it "
+          "stopped; the other images have no results") from None
+  maps = len(relatives) if num_samples > 1 else 0
+  logging.info("Wrote %d inpainted image(s)%s: %s", len(written) - maps,
+               f" and {maps} uncertainty map(s)" if maps else "",
+               ", ".join(written[:4]) + (" ..." if len(written) > 4 else ""))
+  return written
+
+
+def _inpaint_all(inpainter: Inpainter, root: pathlib.Path,
+                 relatives: Sequence[pathlib.Path], mask: str,
+                 targets: list[tuple[list[str], str]], num_samples: int,
+                 reduce: str, composite: str, written: list[str]) -> None:
+  """Inpaints and saves the photos a batch at a time, appending each file
+  to `written` as it lands (so an interruption can say what is there)."""
+  config = inpainter.config
   per_call = max(1, config.eval.batch_size // num_samples)
   bar = progress_bar(len(relatives) * num_samples, "inpainting")
-  written = []
   for first in range(0, len(relatives), per_call):
     part = range(first, min(first + per_call, len(relatives)))
     photos = [read_photo(str(root / relatives[i])) for i in part]
@@ -506,29 +623,28 @@ def inpaint_files(config, workdir: str | None, image: str, mask: str,
                                 first_index=first, bar=bar, reduce=reduce,
                                 composite=composite)
     for i, result, (hole, generated) in zip(part, results, holes):
-      written += _save_results(result, hole, generated, *targets[i])
+      _save_results(result, hole, generated, *targets[i], written)
   bar.close()
-  logging.info("Wrote %d inpainted image(s): %s", len(written),
-               ", ".join(written[:4]) + (" ..." if len(written) > 4 else ""))
-  return written
 
 
 def _save_results(inpainted: Inpainted, hole, generated: bool,
-                  paths: list[str], mask_path: str) -> list[str]:
+                  paths: list[str], mask_path: str,
+                  written: list[str]) -> None:
   """Writes one photo's results, its uncertainty map (colour-mapped,
-  `images.uncertainty_image`) and its generated mask on process 0."""
+  `images.uncertainty_image`) and its generated mask on process 0; each
+  result path joins `written` once it is there."""
   if not hole.any():
     logging.warning("%s: the mask has no hole, nothing was inpainted",
                     paths[0])
   files = list(inpainted.results)
   if inpainted.uncertainty is not None:
     files.append(images.uncertainty_image(inpainted.uncertainty))
-  if jax.process_index() == 0:
-    for result, path in zip(files, paths):
+  for result, path in zip(files, paths):
+    if jax.process_index() == 0:
       images.save_png(path, result)
-    if generated:
-      images.save_png(mask_path, (hole[..., 0] * 255).astype(np.uint8))
-  return paths
+    written.append(path)
+  if generated and jax.process_index() == 0:
+    images.save_png(mask_path, (hole[..., 0] * 255).astype(np.uint8))
 
 
 def sample_files(config, workdir: str | None, output: str, num_samples: int,

@@ -82,16 +82,39 @@ def _release(workdir: str) -> None:
   os.close(fd)
 
 
+def _first_missing(folder: str) -> str | None:
+  """The outermost folder of `folder`'s path that does not exist yet."""
+  missing, path = None, os.path.abspath(folder)
+  while not os.path.exists(path):
+    missing, path = path, os.path.dirname(path)
+  return missing
+
+
+def _remove_empty(folder: str, outermost: str) -> None:
+  """Removes `folder` and its parents up to `outermost` while empty."""
+  path = os.path.abspath(folder)
+  while os.path.isdir(path) and not os.listdir(path):
+    os.rmdir(path)
+    if path == outermost:
+      break
+    path = os.path.dirname(path)
+
+
 @contextlib.contextmanager
-def hold_workdir(workdir: str, create: bool = True) -> Iterator[None]:
+def hold_workdir(workdir: str, create: bool = True, flag: str = "--workdir",
+                 what: str = "workdir") -> Iterator[None]:
   """Holds the workdir for a run; WorkdirBusyError (one line) if another
   live run does. create=False: a workdir that does not exist is left
-  uncreated (and unlocked: there is nothing in it to protect)."""
+  uncreated (and unlocked: there is nothing in it to protect). A folder
+  made here and still empty at the end (a run refused before it wrote
+  anything) is removed again. `flag` and `what` name the folder in the
+  refusal (the inpaint command locks its --output folder the same way)."""
   import jax  # pylint: disable=g-import-not-at-top
   if not _lockable(workdir) or not (create or os.path.isdir(workdir)):
     yield
     return
   lead = jax.process_index() == 0
+  created = _first_missing(workdir) if lead else None
   if lead:
     os.makedirs(workdir, exist_ok=True)
   holder = _try_acquire(workdir) if lead else None
@@ -102,13 +125,15 @@ def hold_workdir(workdir: str, create: bool = True) -> Iterator[None]:
                         if refused else None)
   if holder is not None:
     raise WorkdirBusyError(
-        f"--workdir={workdir} is in use by another run ({holder}); wait "
-        "for it to finish or use another workdir")
+        f"{flag}={workdir} is in use by another run ({holder}); wait "
+        f"for it to finish or use another {what}")
   try:
     yield
   finally:
     if lead:
       _release(workdir)
+      if created:  # a refused run leaves no empty folder behind
+        _remove_empty(workdir, created)
 
 
 @contextlib.contextmanager

@@ -9,8 +9,14 @@ before any compute starts. Any later failure ends the same way: one
 """
 
 import contextlib
+import logging as std_logging
 import os
+import re
 import sys
+
+# TensorFlow (read by the data sources) logs its own C++ INFO lines unless
+# told otherwise, before any flag is read.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 from absl import app
 from absl import flags
@@ -63,11 +69,39 @@ _CACHE = flags.DEFINE_string(
     "Persistent XLA compilation cache, so restarts skip compiling ('' = off).")
 _STEP = flags.DEFINE_integer(
     "step", None, "eval/inpaint/sample: checkpoint step (default: the latest).")
+_LOG_PARAMETERS = flags.DEFINE_bool(
+    "log_parameters", False, "train: log the table of the network's "
+    "parameters (shapes and counts) before the first step.")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "inpaint: replace result files that already exist "
+    "(without it, a run that would overwrite one is refused before any "
+    "compute).")
 _WEIGHTS = flags.DEFINE_string(
     "weights", None, "eval/inpaint/sample: a weights file (.npz written by "
     "tools/export_weights.py) instead of a checkpoint; its model and "
     "diffusion settings replace --config's, and inpaint and sample then "
     "need no --workdir.")
+
+
+# At the default verbosity the screen shows this program's lines, warnings,
+# the training progress and the parameter table that --log_parameters asks
+# for; the libraries' other INFO lines (orbax writes ~20 per checkpoint)
+# appear with --verbosity=1.
+_SHOWN_SOURCES = ("clu/metric_writers/logging_writer.py",
+                  "clu/platform/local.py", "clu/parameter_overview.py")
+_TIMING_SCALARS = re.compile(r"\[\d+\] (steps_per_sec|uptime)=")
+
+
+def quiet_log(record: std_logging.LogRecord) -> bool:
+  """Whether a log record is shown at the default verbosity."""
+  if record.levelno >= std_logging.WARNING:
+    return True
+  path = record.pathname.replace(os.sep, "/")
+  if "/ffc_ddpm/" in path:
+    return True
+  if path.endswith(_SHOWN_SOURCES):  # the loss, steps/s and ETA, the table
+    return not _TIMING_SCALARS.match(record.getMessage())
+  return False
 
 
 class UsageError(ValueError):
@@ -108,18 +142,7 @@ def check(config) -> None:
     raise UsageError("--workdir: required (where checkpoints and results go;"
                      " inpaint and sample from --weights need none)")
   configuration.validate(config)
-  from ffc_ddpm.data import masks  # pylint: disable=g-import-not-at-top
-  try:
-    masks.train_mask_names(config.data.train_masks)
-  except (ValueError, FileNotFoundError) as e:
-    raise UsageError(f"config.data.train_masks: {e}") from None
-  try:
-    for name in config.eval.masks:
-      masks.validate_mask_name(name)
-  except (ValueError, FileNotFoundError) as e:
-    raise UsageError(f"config.eval.masks: {e}") from None
-  if _MODE.value == "train":
-    configuration.check_data_path(config)
+  check_mode_settings(config, _MODE.value)
   if _MODE.value == "inpaint" and not (_IMAGE.value and _OUTPUT.value):
     raise UsageError("--mode=inpaint needs --image=PATH and --output=PATH")
   if _MODE.value == "sample" and config.diffusion.conditioning != "none":
@@ -127,6 +150,34 @@ def check(config) -> None:
                      "(diffusion.conditioning='none'); use --mode=inpaint")
   if _NUM_SAMPLES.value < 1:
     raise UsageError(f"--num_samples={_NUM_SAMPLES.value}: expected >= 1")
+
+
+def check_mode_settings(config, mode: str) -> None:
+  """The settings that `mode` reads, and only those: inpainting and
+  sampling never open the training data or the evaluation masks, so a
+  config whose paths exist only beside the training checkout (relative
+  `folder:` masks, data.path) still inpaints from any directory."""
+  # pylint: disable=g-import-not-at-top
+  from ffc_ddpm import models
+  from ffc_ddpm.data import masks
+  try:
+    models.create_model(config.model)  # the network can be built
+  except ValueError as e:
+    raise UsageError(_one_line(e)) from None
+  evaluates = mode == "eval" or (mode == "train" and
+                                 config.train.eval_after_train)
+  try:
+    if mode == "train":
+      masks.train_mask_names(config.data.train_masks)
+  except (ValueError, FileNotFoundError) as e:
+    raise UsageError(f"config.data.train_masks: {e}") from None
+  try:
+    for name in config.eval.masks if evaluates else ():
+      masks.validate_mask_name(name)
+  except (ValueError, FileNotFoundError) as e:
+    raise UsageError(f"config.eval.masks: {e}") from None
+  if mode == "train":
+    configuration.check_data_path(config)
 
 
 def config_of_weights(config, path: str):
@@ -138,6 +189,17 @@ def config_of_weights(config, path: str):
   if changed:
     logging.warning("--weights=%s: model settings taken from the file: %s",
                     path, "; ".join(changed))
+  return config
+
+
+def config_of_run(config, workdir: str):
+  """`config` with the model of the run in `workdir`
+  (`weights.run_model_config`): one warning line lists what it changed."""
+  from ffc_ddpm import weights  # pylint: disable=g-import-not-at-top
+  config, changed = weights.run_model_config(config, workdir)
+  if changed:
+    logging.warning("--workdir=%s: model settings taken from the run's %s: "
+                    "%s", workdir, weights.RUN_CONFIG, "; ".join(changed))
   return config
 
 
@@ -168,7 +230,7 @@ def _run_mode(config, workdir: str, mode: str) -> None:
   # pylint: disable=g-import-not-at-top
   from ffc_ddpm import evaluate, inpaint, train
   if mode == "train":
-    train.train(config, workdir)
+    train.train(config, workdir, log_parameters=_LOG_PARAMETERS.value)
     if config.train.eval_after_train:
       evaluate.evaluate(config, workdir)
   elif mode == "eval":
@@ -178,7 +240,8 @@ def _run_mode(config, workdir: str, mode: str) -> None:
     inpaint.inpaint_files(config, workdir, _IMAGE.value, _MASK.value,
                           _OUTPUT.value, _NUM_SAMPLES.value, _STEP.value,
                           reduce=_REDUCE.value, weights_file=_WEIGHTS.value,
-                          composite=_COMPOSITE.value)
+                          composite=_COMPOSITE.value,
+                          overwrite=_OVERWRITE.value)
   else:
     inpaint.sample_files(config, workdir, _OUTPUT.value or workdir,
                          _NUM_SAMPLES.value, _STEP.value, _WEIGHTS.value)
@@ -187,10 +250,14 @@ def _run_mode(config, workdir: str, mode: str) -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     _fail(f"unexpected arguments: {' '.join(argv[1:])}")
+  if flags.FLAGS.verbosity <= 0:
+    logging.get_absl_handler().addFilter(quiet_log)
   config = _CONFIG.value
   try:
     if _WEIGHTS.value and config is not None:
       config = config_of_weights(config, _WEIGHTS.value)
+    elif config is not None and _WORKDIR.value and _MODE.value != "train":
+      config = config_of_run(config, _WORKDIR.value)
     check(config)
     import jax  # pylint: disable=g-import-not-at-top
     if _CACHE.value:
@@ -201,8 +268,11 @@ def main(argv) -> None:
                                  _PROCESS_ID.value)
     logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                  jax.process_count(), jax.local_devices())
-    logging.info("Config:\n%s", config)
+    logging.debug("Config:\n%s", config)  # training saves config.json
     run(config, _WORKDIR.value)
+  except KeyboardInterrupt as e:
+    _fail(f"interrupted (Ctrl-C){': ' + _one_line(e) if str(e) else ''}",
+          status=130)
   except Exception as e:  # pylint: disable=broad-except
     logging.debug("Full trace of the error below:", exc_info=True)
     expected = isinstance(e, (ValueError, OSError))
@@ -222,11 +292,11 @@ def _close_progress_bars() -> None:
     bar.close()
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, status: int = 2) -> None:
   _close_progress_bars()
   sys.stdout.flush()
   print(f"error: {message}", file=sys.stderr, flush=True)
-  sys.exit(2)
+  sys.exit(status)
 
 
 if __name__ == "__main__":

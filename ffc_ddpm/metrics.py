@@ -33,6 +33,12 @@ SSIM_K1 = 0.01
 SSIM_K2 = 0.03
 
 
+def capped_psnr(psnr):
+  """PSNR values with +inf (an exact copy) counted as PSNR_CAP, as every
+  mean over images counts them. NumPy in, NumPy out."""
+  return np.minimum(np.asarray(psnr, np.float64), PSNR_CAP)
+
+
 def to_uint8(images):
   """Images in [-1, 1] -> uint8 0..255 by rounding and clipping.
 

@@ -28,13 +28,13 @@ import numpy as np
 import optax
 
 from ffc_ddpm import checkpoint, configuration, images, inference, lock
-from ffc_ddpm import metrics, models, parallel
+from ffc_ddpm import metrics, models, parallel, weights
 from ffc_ddpm.data import pipeline
 from ffc_ddpm.diffusion import losses, process, samplers
 
 # Purposes folded into the seed key, so no two uses share randomness.
 INIT, TRAIN, MONITOR = 0, 1, 2
-CONFIG_FILE = "config.json"  # WORKDIR/config.json: the config of the run
+CONFIG_FILE = weights.RUN_CONFIG  # WORKDIR/config.json: the run's config
 
 
 # ------------------------------------------------------------- optimizer
@@ -414,9 +414,14 @@ def create_monitor(config, model, mesh, workdir, writer) -> Monitor | None:
 
 
 # ------------------------------------------------------------------ loop
-def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
+def train(config: ml_collections.ConfigDict, workdir: str,
+          log_parameters: bool = False) -> TrainState:
   """Trains to config.train.num_steps, resuming from WORKDIR's newest
   readable checkpoint if any; returns the final state.
+
+  WORKDIR/config.json is written once the config and the checkpoint are
+  known to agree, so a refused resume changes nothing. `log_parameters`
+  logs the table of the network's parameters.
 
   Holds the workdir (lock.hold_workdir): a second run on it stops at once.
   Raises NonFiniteLossError (naming the step) on NaN/Inf, keeping the last
@@ -430,11 +435,11 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
   tx = create_optimizer(tc)
   with lock.hold_workdir(workdir), checkpoint.Checkpointer(
       workdir, keep=tc.keep_checkpoints, keep_every=tc.keep_every) as ckpt:
-    if jax.process_index() == 0:
-      configuration.save_json(config, os.path.join(workdir, CONFIG_FILE))
     data_iterator = pipeline.create_train_iterator(config, mesh)
     state = restore_or_create(config, model, tx, mesh, ckpt, data_iterator)
-    if jax.process_index() == 0:
+    if jax.process_index() == 0:  # only once the checkpoint agrees with it
+      configuration.save_json(config, os.path.join(workdir, CONFIG_FILE))
+    if jax.process_index() == 0 and log_parameters:
       parameter_overview.log_parameter_overview(
           jax.eval_shape(lambda: state.params), include_stats=False)
     train_step = jit_train_step(
@@ -466,6 +471,7 @@ def train(config: ml_collections.ConfigDict, workdir: str) -> TrainState:
           buffer.fetch()  # never save a state that went bad
           ckpt.save(step, checkpoint_items(state),
                     {"step": step, "seed": config.seed}, data_iterator)
+          logging.info("Saving the checkpoint of step %d", step)
         if preempted:
           ckpt.wait()
           logging.warning("Pre-empted: saved step %d in %s; exiting.", step,

@@ -25,6 +25,7 @@ from flax import traverse_util
 FORMAT = "ffc_ddpm.weights.v1"
 # The config sections that define the network and what it was trained for.
 MODEL_SECTIONS = ("model", "diffusion")
+RUN_CONFIG = "config.json"  # WORKDIR/config.json: the config a run trains with
 STORAGE_DTYPES = ("float32", "float16", "bfloat16")
 _PREFIX = "params/"
 
@@ -141,11 +142,34 @@ def model_config(config: ml_collections.ConfigDict, meta: dict,
   """`config` with the model sections and image size of the weights file;
   also returns the fields whose value changed ('model.model_channels: 128
   -> 32'), so that a --config that differs can be reported."""
-  stored = meta["config"]
+  return _with_model_of(config, meta["config"], f"--weights={path}")
+
+
+def run_model_config(config: ml_collections.ConfigDict, workdir: str
+                     ) -> tuple[ml_collections.ConfigDict, list[str]]:
+  """`config` with the model sections and image size of the training run
+  in `workdir` (its RUN_CONFIG, as `model_config` does for a weights file),
+  so a run trained with overrides is scored and sampled with them; also
+  the fields that changed. Unchanged when the workdir has no RUN_CONFIG (a
+  converted checkpoint)."""
+  path = os.path.join(workdir, RUN_CONFIG)
+  if not os.path.isfile(path):
+    return config, []
+  try:
+    with open(path) as f:
+      stored = json.load(f)
+    sections = {s: stored[s] for s in MODEL_SECTIONS + ("data",)}
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise WeightsError(f"{path}: not a readable run config ({e})") from None
+  return _with_model_of(config, sections, path)
+
+
+def _with_model_of(config: ml_collections.ConfigDict, stored: dict,
+                   source: str) -> tuple[ml_collections.ConfigDict, list[str]]:
   updates = [("data.image_size", stored["data"]["image_size"])]
   for section in MODEL_SECTIONS:
     updates += list(_leaves(stored[section], f"{section}."))
-  return with_fields(config, updates, f"--weights={path}")
+  return with_fields(config, updates, source)
 
 
 def with_fields(config: ml_collections.ConfigDict, updates, source: str

@@ -126,3 +126,18 @@ def test_bad_input_is_one_line(tmp_path, make, expected):
   assert result.returncode == 1
   assert result.stderr.startswith("error: ") and expected in result.stderr
   assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_an_exact_copy_counts_as_the_psnr_cap(tmp_path):
+  """A PSNR of +inf (an image returned exactly) counts as metrics.PSNR_CAP,
+  as in every mean of the evaluation, not as inf or nan."""
+  from ffc_ddpm import metrics  # pylint: disable=g-import-not-at-top
+  base = write_eval(tmp_path / "a", [("center", 0, "model", 20.0, 0.5),
+                                     ("center", 1, "model", 30.0, 0.7)])
+  other = write_eval(tmp_path / "b", [("center", 0, "model", "inf", 1.0),
+                                      ("center", 1, "model", 31.0, 0.8)])
+  row, = tool.compare(tool.scores(tool.per_image_path(str(base))),
+                      tool.scores(tool.per_image_path(str(other))))
+  assert row["psnr"]["other"] == pytest.approx((metrics.PSNR_CAP + 31) / 2)
+  assert row["psnr"]["mean"] == pytest.approx((metrics.PSNR_CAP - 20 + 1) / 2)
+  assert np.isfinite(row["psnr"]["half_width"])

@@ -68,12 +68,12 @@ def test_the_first_of_k_samples_is_the_single_sample(loaded, many):
   assert len({samples[0, k].tobytes() for k in range(32)}) == 32
 
 
-def test_uncertainty_is_numpy_std_and_zero_outside_the_hole(many):
+def test_uncertainty_is_numpy_sample_std_and_zero_outside_the_hole(many):
   samples, x_known, mask = many
   std = np.asarray(inference.std_of_samples(samples, mask))
   assert std.shape == mask.shape
-  expected = np.sqrt(np.mean(np.var(samples.astype(np.float64), axis=1),
-                             axis=-1, keepdims=True))
+  expected = np.sqrt(np.mean(np.var(samples.astype(np.float64), axis=1,
+                                    ddof=1), axis=-1, keepdims=True))
   hole = mask > 0.5
   np.testing.assert_allclose(std[hole], expected[hole], rtol=1e-5)
   np.testing.assert_array_equal(std[~hole], 0)

@@ -384,9 +384,9 @@ def test_the_mean_is_the_mean_of_the_samples_and_uncertainty_their_std(
   np.testing.assert_array_equal(mean.uncertainty, samples.uncertainty)
   std = samples.uncertainty[..., 0]
   np.testing.assert_array_equal(std[~inside], 0)
-  numpy_std = np.sqrt(np.var(drawn[0].astype(np.float64), 0).mean(-1))
+  numpy_std = np.sqrt(np.var(drawn[0].astype(np.float64), 0, ddof=1).mean(-1))
   np.testing.assert_allclose(samples.uncertainty, inpaint.uncertainty_at_photo(
-      np.where(m[..., 0] > 0.5, numpy_std, 0)[..., None], hole), atol=1e-6)
+      np.where(m[..., 0] > 0.5, numpy_std, 0)[..., None], m, hole), atol=1e-6)
   assert (std[inside] > 0).mean() > 0.9
   single, = inpainter.inpaint([photo], [hole], 1)
   assert single.uncertainty is None
@@ -472,3 +472,17 @@ def test_sampling_refuses_a_conditional_model(tmp_path):
   with pytest.raises(ValueError, match="conditioning='none'"):
     inpaint.sample_files(helpers.tiny_config(), str(tmp_path), str(tmp_path),
                          2)
+
+
+def test_the_uncertainty_map_keeps_its_level_up_to_the_hole_s_edge():
+  """A constant std c in the model's hole is c at every pixel of the
+  photo's hole, edges included: the resize averages only hole pixels (a
+  plain bilinear resize blends in the zeros outside it)."""
+  hole = np.zeros((128, 128, 1), np.float32)
+  hole[32:96, 32:96] = 1
+  model_hole = inpaint.hole_at_size(hole, 16)
+  std = np.where(model_hole > 0.5, 0.25, 0.0).astype(np.float32)
+  big = inpaint.uncertainty_at_photo(std, model_hole, hole)
+  inside = hole[..., 0] > 0.5
+  np.testing.assert_allclose(big[..., 0][inside], 0.25, rtol=1e-6)
+  np.testing.assert_array_equal(big[..., 0][~inside], 0)

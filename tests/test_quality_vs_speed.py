@@ -15,7 +15,7 @@ from PIL import Image
 import pytest
 
 import inference_helpers as helpers
-from ffc_ddpm import metrics
+from ffc_ddpm import configuration, metrics
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -148,3 +148,43 @@ def test_a_mistyped_override_is_one_line_naming_the_closest_field():
       "error: config.eval.num_step: no such field; did you mean "
       "config.eval.num_steps?")
   assert "Traceback" not in result.stderr
+
+
+def test_an_outdated_run_is_set_aside_not_deleted(swept, tmp_path):
+  """A run folder whose settings differ is archived (previous_1), as the
+  evaluation archives an outdated eval/, and timed afresh."""
+  workdir, config, out, _ = swept
+  shutil.copytree(out / "runs", tmp_path / "runs")
+  run_dir = tmp_path / "runs" / "ddpm_2"
+  timing = json.loads((run_dir / tool.TIMING_FILE).read_text())
+  timing["settings"]["warmup"] = "another warm-up"
+  (run_dir / tool.TIMING_FILE).write_text(json.dumps(timing))
+  before = (run_dir / "per_image.csv").read_bytes()
+  tool.quality_vs_speed(config, str(workdir), str(tmp_path), ["ddpm"], [2])
+  archived = run_dir / "previous_1"
+  assert (archived / "per_image.csv").read_bytes() == before
+  assert json.loads((archived / tool.TIMING_FILE).read_text())[
+      "settings"]["warmup"] == "another warm-up"
+  assert json.loads((run_dir / tool.TIMING_FILE).read_text())[
+      "settings"]["warmup"] is True
+
+
+def test_a_workdir_is_swept_with_the_network_it_trained(tmp_path):
+  """The model comes from WORKDIR/config.json, not --config: a run trained
+  with model_channels=64 is swept without repeating the override."""
+  trained = helpers.tiny_config()
+  trained.model.model_channels = 64
+  helpers.random_checkpoint(trained, tmp_path / "run")
+  configuration.save_json(trained, str(tmp_path / "run" / "config.json"))
+  result = subprocess.run(
+      [sys.executable, str(ROOT / "tools" / "quality_vs_speed.py"),
+       f"--config={ROOT / 'configs' / 'test.py'}", f"--out={tmp_path / 'out'}",
+       f"--workdir={tmp_path / 'run'}", "--samplers=ddim", "--steps=2",
+       "--num_images=2", "--masks=center", "--num_samples=1",
+       "--config.eval.batch_size=2", "--config.eval.num_grid_images=0"],
+      capture_output=True, text=True, cwd=ROOT, timeout=300, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "model.model_channels: 32 -> 64" in result.stderr
+  settings = json.loads((tmp_path / "out" / "runs" / "ddim_2" /
+                         "settings.json").read_text())
+  assert settings["config"]["model"]["model_channels"] == 64

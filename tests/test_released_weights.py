@@ -12,6 +12,7 @@ resize, the hole at the model's size, the paste back) fails here.
 
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -123,3 +124,34 @@ def test_the_mean_of_k_beats_biharmonic_on_held_out_faces(inpainted):
                                                       classic_psnr)
   assert model_ssim >= classic_ssim + MIN_SSIM_GAIN, (model_ssim,
                                                       classic_ssim)
+
+
+def test_the_documented_command_runs_from_a_clone_without_shared(tmp_path):
+  """weights/README.md's command, run as a user runs it: from a copy of the
+  repository with no ../shared beside it, on their own photo and mask."""
+  from ffc_ddpm.data import synthetic  # pylint: disable=g-import-not-at-top
+  clone = tmp_path / "clone" / "ffc_ddpm"
+  shutil.copytree(ROOT, clone, ignore=shutil.ignore_patterns(
+      ".git", ".venv", "runs", "__pycache__", "*.egg-info", ".pytest_cache"))
+  assert not (clone.parent / "shared").exists()
+  for folder in ("faces", "masks"):
+    (tmp_path / folder).mkdir()
+  face = synthetic.render_face(0, 0, PHOTO_SIZE)
+  Image.fromarray(face).save(tmp_path / "faces" / "me.png")
+  hole = centre_hole(PHOTO_SIZE)
+  Image.fromarray(hole.astype(np.uint8) * 255).save(
+      tmp_path / "masks" / "me.png")
+  env = {k: v for k, v in os.environ.items()
+         if k not in ("XLA_FLAGS", "PYTHONPATH")}
+  result = subprocess.run(
+      [sys.executable, "-m", "ffc_ddpm.main", "--mode=inpaint",
+       "--config=configs/celeba64.py", "--weights=weights/celeba64.npz",
+       f"--image={tmp_path / 'faces'}", f"--mask={tmp_path / 'masks'}",
+       f"--output={tmp_path / 'out'}", "--num_samples=8",
+       "--compilation_cache="],
+      cwd=clone, env=env, capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr[-3000:]
+  written = sorted(p.name for p in (tmp_path / "out").iterdir())
+  assert written == [f"me_{k}.png" for k in range(8)] + ["me_uncertainty.png"]
+  first = np.asarray(Image.open(tmp_path / "out" / "me_0.png"))
+  np.testing.assert_array_equal(first[~hole], face[~hole])

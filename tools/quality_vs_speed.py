@@ -42,7 +42,6 @@ Writes under OUT:
 import json
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -145,8 +144,8 @@ def timed_run(config, loaded, scorer, out_dir: str, warmup: bool) -> tuple:
     logging.info("%s: reusing the finished run", out_dir)
     return results, timing["wall_s"]
   lead = jax.process_index() == 0
-  if lead and os.path.isdir(out_dir):
-    shutil.rmtree(out_dir)  # a partial or outdated run: time it afresh
+  if lead and os.path.isdir(out_dir):  # a partial or outdated run: set
+    evaluate.archive(out_dir)           # aside, and timed afresh
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("quality_vs_speed_clean")
@@ -449,11 +448,16 @@ def main(argv) -> None:
   try:
     steps = [int(s) for s in _STEPS.value]
     config = _CONFIG.value
+    # pylint: disable=g-import-not-at-top
+    from ffc_ddpm import weights
     if _WEIGHTS.value:
-      # pylint: disable=g-import-not-at-top
-      from ffc_ddpm import weights
       config, _ = weights.model_config(
           config, weights.read_metadata(_WEIGHTS.value), _WEIGHTS.value)
+    else:  # the network the run trained, whatever --config says
+      config, changed = weights.run_model_config(config, _WORKDIR.value)
+      if changed:
+        print(f"warning: model settings taken from {_WORKDIR.value}'s "
+              f"{weights.RUN_CONFIG}: {'; '.join(changed)}", file=sys.stderr)
     config = sweep_config(config, _NUM_SAMPLES.value,
                           _NUM_IMAGES.value, _MASKS.value)
     configuration.check_data_path(config)

@@ -10,7 +10,7 @@ A file's declared size is checked before it is decoded, so a small file
 declaring a huge image cannot cost gigabytes: training reads at most
 `pixel_budget(image_size)` pixels (a JPEG beyond it is decoded at a reduced
 scale with Pillow's `draft`, anything else is refused); other reads at most
-Pillow's own MAX_IMAGE_PIXELS.
+`max_photo_pixels()`.
 """
 
 import io
@@ -24,6 +24,7 @@ RESIZE_POLICIES = ("center_crop", "resize")
 # Training images are squared to image_size; a side up to this many times
 # larger (and 4096 at least) is a real photo, beyond it a waste or an attack.
 MAX_SIDE_FACTOR, MIN_MAX_SIDE = 16, 4096
+PILLOW_MAX_IMAGE_PIXELS = int(1024 * 1024 * 1024 // 4 // 3)  # its default
 
 
 class BadImageError(ValueError):
@@ -72,6 +73,13 @@ def _to_rgb(image: Image.Image, name: str) -> np.ndarray:
   return np.asarray(image, dtype=np.uint8)
 
 
+def max_photo_pixels() -> int:
+  """The most pixels a photo to inpaint may declare: Pillow's
+  MAX_IMAGE_PIXELS, or its default (89.5 MP) where another library has set
+  it to None to switch Pillow's own check off."""
+  return Image.MAX_IMAGE_PIXELS or PILLOW_MAX_IMAGE_PIXELS
+
+
 def pixel_budget(image_size: int) -> int:
   """The most pixels a training image of side `image_size` may declare."""
   side = max(MAX_SIDE_FACTOR * image_size, MIN_MAX_SIDE)
@@ -81,7 +89,7 @@ def pixel_budget(image_size: int) -> int:
 def _check_size(image: Image.Image, name: str, image_size: int | None):
   """Refuses (or, for a JPEG read for training, drafts down) an image whose
   declared size is beyond the budget, before any pixel is decoded."""
-  budget = pixel_budget(image_size) if image_size else Image.MAX_IMAGE_PIXELS
+  budget = pixel_budget(image_size) if image_size else max_photo_pixels()
   width, height = image.size
   if width * height > budget and image_size and image.format == "JPEG":
     scale = 2 * image_size / min(width, height)  # keep twice what is used

@@ -32,14 +32,17 @@ Evaluation masks are a pure function of (name, image_size, seed, index), so
 every model and every run is scored on the same masks.
 """
 
+import collections
 import dataclasses
 import functools
 import logging
 import math
+import threading
 import zlib
 
 import cv2
 import numpy as np
+from PIL import Image, ImageOps
 
 from ffc_ddpm.data import images
 
@@ -219,33 +222,47 @@ _GENERATORS["mixed"] = _mixed
 # ----------------------------------------------------------- mask files
 
 
-def _binary(grey: np.ndarray, path: str) -> np.ndarray:
-  """Grey mask values -> uint8 {0, 1}: 255 (or 1 in a 0/1 file) is a hole.
+def _binary(grey: np.ndarray, path: str, top: int = 255) -> np.ndarray:
+  """Grey mask values (0..top: 255 for 8-bit files, 65535 for 16-bit) ->
+  uint8 {0, 1}: `top` (or 1 in a 0/1 file) is a hole.
 
-  JPEG-like noise near 0 and 255 is thresholded at 128 with a warning; a
-  mask with many mid-grey pixels is refused (probably not a mask at all).
+  Noise near black and white (JPEG-like) is thresholded at half of `top`
+  with a warning; a mask with many mid-grey pixels is refused (probably
+  not a mask at all). One rule at any bit depth.
   """
-  values = np.unique(grey)
-  if set(values.tolist()) <= {0, 255}:
-    return (grey > 127).astype(np.uint8)
-  if set(values.tolist()) <= {0, 1}:
+  values = set(np.unique(grey).tolist())
+  if values <= {0, top}:
+    return (grey > top // 2).astype(np.uint8)
+  if values <= {0, 1}:
     return grey.astype(np.uint8)
-  grey_share = np.mean((grey > 32) & (grey < 224))
+  level = grey.astype(np.float64) * (255.0 / top)
+  grey_share = np.mean((level > 32) & (level < 224))
   if grey_share > 0.01:
     raise images.BadImageError(
-        f"{path}: a mask must be black (0, keep) and white (255, hole); "
+        f"{path}: a mask must be black (0, keep) and white ({top}, hole); "
         f"{grey_share:.1%} of its pixels are grey")
-  logging.warning("%s: mask has values other than 0/255; thresholded at 128",
-                  path)
-  return (grey >= 128).astype(np.uint8)
+  logging.warning("%s: mask has values other than 0/%d; thresholded at "
+                  "half", path, top)
+  return (level >= 128).astype(np.uint8)
 
 
-@functools.lru_cache(maxsize=1024)
+def _mask_grey(path: str) -> tuple[np.ndarray, int]:
+  """(grey values, their top: 255 or 65535) of a mask file: 16-bit files
+  keep their own scale, so that their 0/1 and grey values are judged as
+  an 8-bit file's are."""
+  rgb = images.load_image(path)  # every check and one-line error
+  with Image.open(path) as image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+      native = np.asarray(ImageOps.exif_transpose(image))
+      if native.shape == rgb.shape[:2] and native.max() <= 65535:
+        return native.astype(np.int64), 65535
+  return np.round(rgb @ np.array([0.299, 0.587, 0.114])).astype(np.int64), 255
+
+
 def _load_hole(path: str, image_size: int | None) -> np.ndarray:
-  """A mask file as a read-only uint8 {0, 1} hole map (cached)."""
-  rgb = images.load_image(path)
-  grey = np.round(rgb @ np.array([0.299, 0.587, 0.114])).astype(np.uint8)
-  hole = _binary(grey, path)
+  """A mask file as a read-only uint8 {0, 1} hole map."""
+  grey, top = _mask_grey(path)
+  hole = _binary(grey, path, top)
   h, w = hole.shape
   if image_size is not None and (h, w) != (image_size, image_size):
     log = logging.warning if h != w else logging.info  # stretching is odd
@@ -257,13 +274,42 @@ def _load_hole(path: str, image_size: int | None) -> np.ndarray:
   return hole
 
 
+# Masks resized to a model's size are read again and again in training:
+# they are cached, at most this many bytes of them. Masks at a photo's own
+# size (inpainting) are read once each and never cached.
+CACHE_BYTES = 256 * 2**20
+_cache: collections.OrderedDict = collections.OrderedDict()
+_cached_bytes = [0]
+_cache_lock = threading.Lock()
+
+
+def _cached_hole(path: str, image_size: int) -> np.ndarray:
+  """`_load_hole` through a least-recently-used cache of at most
+  CACHE_BYTES."""
+  key = (path, image_size)
+  with _cache_lock:
+    if key in _cache:
+      _cache.move_to_end(key)
+      return _cache[key]
+  hole = _load_hole(path, image_size)
+  with _cache_lock:
+    if key not in _cache:
+      _cache[key] = hole
+      _cached_bytes[0] += hole.nbytes
+    while _cached_bytes[0] > CACHE_BYTES and len(_cache) > 1:
+      _cached_bytes[0] -= _cache.popitem(last=False)[1].nbytes
+  return hole
+
+
 def load_mask(path: str, image_size: int | None = None) -> np.ndarray:
   """A mask image (white = hole) as float32 (H, W, 1), 1 = missing.
 
   Resized to (image_size, image_size) by nearest neighbour when given,
   else at the file's own size.
   """
-  return _as_mask(_load_hole(path, image_size))
+  if image_size is None:
+    return _as_mask(_load_hole(path, None))
+  return _as_mask(_cached_hole(path, image_size))
 
 
 @functools.lru_cache(maxsize=32)

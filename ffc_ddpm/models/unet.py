@@ -289,6 +289,12 @@ def check_unet(net: UNet) -> None:
           f"{mult} = {width} must be a positive multiple of the "
           f"{layers.GROUPS} GroupNorm groups")
   rates = [2 ** level for level in range(len(net.channel_mult))]
+  if net.image_size % rates[-1]:
+    raise ValueError(
+        f"model.image_size={net.image_size} (data.image_size): expected a "
+        f"multiple of {rates[-1]}, since the U-Net halves it "
+        f"{len(rates) - 1} times (model.channel_mult has {len(rates)} "
+        "levels)")
   for res in net.attention_resolutions:
     if res <= 0 or net.image_size % res or net.image_size // res not in rates:
       raise ValueError(

@@ -162,3 +162,19 @@ def test_huge_jpegs_are_read_at_a_reduced_scale(tmp_path):
   np.testing.assert_allclose(image.reshape(-1, 3).mean(0), (10, 200, 30),
                              atol=2)
   assert images.load_image(path).shape == (4400, 4800, 3)  # no budget hit
+
+
+def test_photo_bound_holds_when_pillow_s_check_is_switched_off(tmp_path, rgb,
+                                                              monkeypatch):
+  """Another library may set Image.MAX_IMAGE_PIXELS = None: photos are then
+  still bounded by Pillow's default, with the same one-line error."""
+  monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+  np.testing.assert_array_equal(
+      images.load_image(_save(tmp_path, "small.png", rgb)), rgb)
+  side = 9500  # 90.25 MP, just above Pillow's default 89.5 MP
+  path = str(tmp_path / "bomb.png")
+  Image.new("1", (side, side)).save(path)  # 1 bit a pixel: 11 MB to make
+  with pytest.raises(images.BadImageError,
+                     match=f"declares {side}x{side} pixels .* than the 89 MP"):
+    images.load_image(path)
+  assert images.max_photo_pixels() == 89_478_485

@@ -175,3 +175,50 @@ def test_bad_masks_are_named(tmp_path):
   with pytest.raises(FileNotFoundError, match="no images"):
     masks.sample_mask(f"folder:{tmp_path / 'empty'}", 64,
                       np.random.default_rng(0))
+
+
+def _save_16_bit(path, values: np.ndarray) -> str:
+  Image.fromarray(values.astype(np.uint16)).save(path)
+  assert Image.open(path).mode.startswith("I;16")
+  return str(path)
+
+
+def test_sixteen_bit_masks_follow_the_eight_bit_rule(tmp_path, caplog):
+  """White is 65535 in a 16-bit file: 0/65535 and 0/1 files are holes as
+  in 8-bit files, near-black noise is not a hole, and mid-grey is refused
+  in both."""
+  square = np.zeros((16, 16), np.int64)
+  square[4:12, 4:12] = 1
+  for top in (65535, 1):
+    path = _save_16_bit(tmp_path / f"m{top}.png", square * top)
+    np.testing.assert_array_equal(masks.load_mask(path)[..., 0], square)
+  dark = _save_16_bit(tmp_path / "dark.png", square * 255)  # 0.4% grey
+  with caplog.at_level(logging.WARNING):
+    np.testing.assert_array_equal(masks.load_mask(dark)[..., 0], 0)
+  assert "dark.png" in caplog.text
+  grey16 = _save_16_bit(tmp_path / "grey16.png", square * 32768)
+  Image.fromarray((square * 128).astype(np.uint8)).save(tmp_path / "g8.png")
+  for path in (grey16, str(tmp_path / "g8.png")):
+    with pytest.raises(images.BadImageError, match="pixels are grey"):
+      masks.load_mask(path)
+
+
+def test_mask_cache_is_bounded_by_bytes(tmp_path, monkeypatch):
+  """Masks at a model's size are cached up to CACHE_BYTES; masks at a
+  photo's own size (inpainting) are never kept."""
+  monkeypatch.setattr(masks, "_cache", type(masks._cache)())
+  monkeypatch.setattr(masks, "_cached_bytes", [0])
+  monkeypatch.setattr(masks, "CACHE_BYTES", 5 * 32 * 32)
+  hole = np.zeros((48, 48), np.uint8)
+  hole[8:40, 8:40] = 255
+  paths = []
+  for i in range(8):
+    paths.append(str(tmp_path / f"{i}.png"))
+    Image.fromarray(hole).save(paths[-1])
+    masks.load_mask(paths[-1])  # full size: not cached
+  assert not masks._cache
+  for path in paths:
+    masks.load_mask(path, 32)
+  assert list(masks._cache) == [(p, 32) for p in paths[3:]]  # newest five
+  assert sum(h.nbytes for h in masks._cache.values()) == 5 * 32 * 32
+  assert masks._cached_bytes == [5 * 32 * 32]
