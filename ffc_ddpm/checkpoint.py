@@ -13,37 +13,26 @@ moment resumes from the last complete checkpoint. Restoring checks the stored
 tree against the expected one first: a checkpoint written by another model
 or optimizer config is refused with one line naming the first difference.
 
-A checkpoint damaged after it was committed (a truncated or deleted file on
-shared storage) is skipped: restoring walks back to the newest checkpoint
-that reads, warns in one line per skipped step, and (a writable
-Checkpointer: training) moves the damaged ones to
-WORKDIR/checkpoints/damaged/ (outside orbax's step listing) rather than
-deleting them. Only when no checkpoint reads does it stop, moving nothing.
+A checkpoint damaged after it was committed is skipped for the newest one
+that reads, by the policy of `checkpoint_recovery`.
 """
 
 import contextlib
 import os
 from typing import Any, Callable, TypeVar
 
-from absl import logging
 from etils import epath
 import grain
 import jax
 from jax.experimental import multihost_utils
-import numpy as np
 import orbax.checkpoint as ocp
 
-from ffc_ddpm import lock
+from ffc_ddpm import checkpoint_recovery, lock
 
 WEIGHT_ITEMS = ("params", "ema_params")
 STATE_ITEMS = WEIGHT_ITEMS + ("opt_state", "progress")
 DAMAGED = "damaged"  # WORKDIR/checkpoints/damaged/<step>: set-aside steps
-_REASON_CHARS = 200  # how much of a read error a warning quotes
 T = TypeVar("T")
-
-
-class DamagedCheckpointError(ValueError):
-  """A committed checkpoint whose files cannot be read."""
 
 
 def checkpoint_dir(workdir: str) -> epath.Path:
@@ -111,60 +100,6 @@ def check_compatible(stored: Any, expected: Any, where: str) -> None:
           f"config expects {wanted_shape} {hint}")
 
 
-# ------------------------------------------------------------- damage
-def _root_cause(e: BaseException) -> BaseException:
-  """The first error of a chain (orbax wraps TensorStore's in its own)."""
-  while e.__cause__ is not None or e.__context__ is not None:
-    e = e.__cause__ if e.__cause__ is not None else e.__context__
-  return e
-
-
-def _reason(e: BaseException) -> str:
-  """A read error as one short line."""
-  text = " ".join(str(_root_cause(e)).split()) or type(e).__name__
-  return text if len(text) <= _REASON_CHARS else text[:_REASON_CHARS] + "..."
-
-
-# Failures of the machine rather than of the files: the checkpoint may be
-# intact, so these propagate and nothing is set aside.
-_MACHINE_ERRORS = (MemoryError, PermissionError, TimeoutError,
-                   ConnectionError)
-_MACHINE_MESSAGES = ("RESOURCE_EXHAUSTED", "Out of memory", "out of memory",
-                     "DEADLINE_EXCEEDED", "UNAVAILABLE")
-
-
-def _machine_failure(error: BaseException) -> bool:
-  """Whether `error`, or one it was raised from, is a machine's failure
-  (out of memory, no permission, a store that timed out)."""
-  seen = set()
-  while error is not None and id(error) not in seen:
-    seen.add(id(error))
-    if isinstance(error, _MACHINE_ERRORS) or any(
-        m in str(error) for m in _MACHINE_MESSAGES):
-      return True
-    error = error.__cause__ or error.__context__
-  return False
-
-
-def _reading(where: str, read: Callable[[], T]) -> T:
-  """`read()`, with its failure reported as DamagedCheckpointError unless
-  the machine, not the files, failed (`_machine_failure`)."""
-  try:
-    return read()
-  except Exception as e:  # orbax and TensorStore fail in many ways
-    if _machine_failure(e):
-      raise
-    raise DamagedCheckpointError(f"{where} is unreadable ({_reason(e)})"
-                                 ) from e
-
-
-def _on_every_process(ok: bool) -> bool:
-  """Whether `ok` holds on every process (all must agree on a step)."""
-  if jax.process_count() == 1:
-    return ok
-  return bool(np.all(multihost_utils.process_allgather(np.array(ok))))
-
-
 # ---------------------------------------------------------- the manager
 class Checkpointer:
   """Saves and restores the training state of one workdir.
@@ -209,7 +144,7 @@ class Checkpointer:
   def items(self, step: int) -> set[str]:
     """Names of the items stored at `step` (from orbax's step metadata, so it
     works on any file system epath reaches)."""
-    metadata = _reading(self._where(step), lambda: self.manager.metadata(step))
+    metadata = checkpoint_recovery.reading(self._where(step), lambda: self.manager.metadata(step))
     return set(metadata.item_handlers or ())
 
   def save(self, step: int, state: dict[str, Any], meta: dict[str, Any],
@@ -239,7 +174,7 @@ class Checkpointer:
     args = {k: ocp.args.StandardRestore(v) for k, v in abstract_state.items()}
     if data_iterator is not None:
       args["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = _reading(
+    restored = checkpoint_recovery.reading(
         self._where(step),
         lambda: self.manager.restore(step, args=ocp.args.Composite(**args)))
     return {k: restored[k] for k in abstract_state}
@@ -250,11 +185,12 @@ class Checkpointer:
   def _check(self, step: int, abstract_state: dict[str, Any],
              with_data: bool) -> None:
     where = self._where(step)
-    metadata = _reading(where, lambda: self.manager.metadata(step))
+    metadata = checkpoint_recovery.reading(where, lambda: self.manager.metadata(step))
     stored = set(metadata.item_handlers or ())
     if not stored:
-      raise DamagedCheckpointError(f"{where} is unreadable (it lists no "
-                                   "items: its _CHECKPOINT_METADATA is gone)")
+      raise checkpoint_recovery.DamagedCheckpointError(
+          f"{where} is unreadable (it lists no items: its "
+          "_CHECKPOINT_METADATA is gone)")
     wanted = set(abstract_state) | ({"data"} if with_data else set())
     if wanted - stored:
       raise ValueError(
@@ -264,8 +200,8 @@ class Checkpointer:
     for name, tree in abstract_state.items():
       item = metadata.item_metadata.get(name) if metadata.item_metadata else None
       if item is None or getattr(item, "tree", None) is None:
-        raise DamagedCheckpointError(f"{where} is unreadable (no metadata "
-                                     f"for item {name!r})")
+        raise checkpoint_recovery.DamagedCheckpointError(
+            f"{where} is unreadable (no metadata for item {name!r})")
       check_compatible(item.tree, tree, f"{where}, item {name!r}")
 
   def restore_latest(self, abstract_state: dict[str, Any], data_iterator=None,
@@ -284,69 +220,30 @@ class Checkpointer:
 
   def newest_readable(self, restore_step: Callable[[int], T]
                       ) -> tuple[int, T] | None:
-    """(step, restore_step(step)) for the newest step whose restore raises no
-    DamagedCheckpointError, on every process; None without checkpoints.
+    """(step, restore_step(step)) of the newest step that reads
+    (`checkpoint_recovery.newest_readable`: newer damaged steps skipped and
+    set aside); None without checkpoints."""
+    return checkpoint_recovery.newest_readable(self, restore_step)
 
-    Newer, damaged steps are set aside (`_set_aside`). Other errors (a
-    checkpoint of another config; on any process, a machine's failure such
-    as running out of memory) stop the walk; when no step reads, a
-    one-line DamagedCheckpointError names the newest's problem and nothing
-    is moved.
-    """
-    damaged = []
-    for step in sorted(self.all_steps(), reverse=True):
-      result, error, machine = None, None, None
-      try:
-        result = restore_step(step)
-      except DamagedCheckpointError as e:
-        error = e
-      except Exception as e:  # pylint: disable=broad-except
-        if not _machine_failure(e):
-          raise
-        machine = e
-      if not _on_every_process(machine is None):  # all stop, none waits
-        raise machine or RuntimeError(
-            f"{self._where(step)}: another process failed to read it (out "
-            "of memory, no permission or a timeout); nothing was moved")
-      if _on_every_process(error is None):
-        self._set_aside(damaged, step)
-        return step, result
-      damaged.append((step, error or DamagedCheckpointError(
-          f"{self._where(step)} is unreadable on another process")))
-    if damaged:
-      raise DamagedCheckpointError(
-          f"no readable checkpoint in {self.directory} ({len(damaged)} "
-          f"damaged; the newest: {damaged[0][1]}); nothing was moved")
-    return None
-
-  def _set_aside(self, damaged: list[tuple[int, DamagedCheckpointError]],
-                 used: int) -> None:
-    """Moves damaged steps to checkpoints/damaged/ (process 0 of a writable
-    Checkpointer, and only if no other run holds the workdir); one warning
-    line each. Readers (writable=False) leave them in place and touch
-    nothing: the workdir may be read-only."""
-    if not damaged:
-      return
+  def set_aside(self, steps: list[int]) -> list[epath.Path] | None:
+    """Moves `steps` out of orbax's listing into checkpoints/damaged/ and
+    returns where each went; None, moving nothing, when this Checkpointer
+    only reads or another run holds the workdir. Process 0 moves, then
+    every process lists the remaining steps."""
     moving = lock.hold_if_free(self.workdir) if self.writable else (
         contextlib.nullcontext(False))
+    targets = None
     with moving as may_move:
-      for step, error in damaged:
-        if may_move:
-          target = self._damaged_path(step)
+      if may_move:
+        targets = [self._damaged_path(step) for step in steps]
+        for step, target in zip(steps, targets):
           target.parent.mkdir(parents=True, exist_ok=True)
           (self.directory / str(step)).rename(target)
-          where = f"moved to {target}"
-        elif self.writable:
-          where = "left in place as another run holds the workdir"
-        else:
-          where = "left in place (reading only)"
-        if jax.process_index() == 0:
-          logging.warning("%s: skipped and %s; using step %d", error, where,
-                          used)
     if self.writable:
       if jax.process_count() > 1:  # every process lists the moved steps
         multihost_utils.sync_global_devices("ffc_ddpm_damaged_set_aside")
       self.manager.reload()
+    return targets
 
   def _damaged_path(self, step: int) -> epath.Path:
     """checkpoints/damaged/<step>, or <step>.<k> if that exists already."""
@@ -357,7 +254,7 @@ class Checkpointer:
     return target
 
   def restore_meta(self, step: int) -> dict[str, Any]:
-    return _reading(self._where(step), lambda: self.manager.restore(
+    return checkpoint_recovery.reading(self._where(step), lambda: self.manager.restore(
         step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
 
   def restore_weights(self, abstract_params: Any, step: int | None = None,

@@ -17,6 +17,8 @@ from typing import Any, Callable
 
 import ml_collections
 
+from ffc_ddpm import files
+
 
 class ConfigError(ValueError):
   """A config field has a wrong type or an out-of-range value."""
@@ -44,10 +46,8 @@ def load_config(path: str) -> ml_collections.ConfigDict:
 def save_json(config: ml_collections.ConfigDict, path: str) -> None:
   """Writes `config` as JSON (atomically: a temporary file renamed), so a
   run's workdir records what it was trained with."""
-  temporary = f"{path}.partial"
-  with open(temporary, "w") as f:
-    f.write(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-  os.replace(temporary, path)
+  files.write_text(path,
+                   config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
 
 
 # --------------------------------------------------------------- checks

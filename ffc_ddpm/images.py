@@ -5,6 +5,7 @@ import os
 import numpy as np
 from PIL import Image
 
+from ffc_ddpm import files
 from ffc_ddpm.metrics import to_uint8
 
 GRID_PAD = 2  # white pixels between and around the cells of a grid
@@ -78,9 +79,8 @@ def save_png(path: str, image: np.ndarray) -> None:
   leaves a partial file.
   """
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  temporary = f"{path}.partial"
-  Image.fromarray(_as_uint8(image)).save(temporary, format="PNG")
-  os.replace(temporary, path)
+  with files.atomic_write(path, "wb") as f:
+    Image.fromarray(_as_uint8(image)).save(f, format="PNG")
 
 
 def _as_uint8(x: np.ndarray) -> np.ndarray:

@@ -10,9 +10,10 @@ reuses the compiled sampling loop instead of compiling it again.
 
 import collections
 import dataclasses
+import enum
 import json
 import os
-from typing import Any
+from typing import Any, NamedTuple
 
 from absl import logging
 import jax
@@ -128,6 +129,62 @@ def load(config, workdir: str | None, step: int | None = None,
 
 
 # ------------------------------------------------------- K samples each
+class Purpose(enum.IntEnum):
+  """What a draw from config.seed is for, folded into its key so that no
+  two uses of one seed share noise. The numbers are fixed: changing one
+  changes every result made with it."""
+  INIT = 0  # the network's initial weights
+  TRAIN = 1  # the training steps' noise and timesteps
+  MONITOR = 2  # the training monitor's validation fills
+  EVAL = 3  # evaluation: sample 0 of each image
+  INPAINT = 4  # the inpaint command: sample 0 of each photo
+  SAMPLE = 5  # the sample command (unconditional)
+  EVAL_EXTRA = 6  # evaluation: samples k > 0 of K
+  INPAINT_EXTRA = 7  # the inpaint command: samples k > 0 of K
+
+
+# The purpose of samples k > 0 of K, for the draws that take K.
+_EXTRA = {Purpose.EVAL: Purpose.EVAL_EXTRA,
+          Purpose.INPAINT: Purpose.INPAINT_EXTRA,
+          Purpose.SAMPLE: Purpose.INPAINT_EXTRA}
+
+
+def purpose_key(seed, purpose: Purpose) -> jax.Array:
+  """The key of `purpose` under `seed`: config.seed, or the typed key
+  jax.random.key(config.seed) (an exported sampler's input)."""
+  is_key = isinstance(seed, jax.Array) and jax.dtypes.issubdtype(
+      seed.dtype, jax.dtypes.prng_key)
+  root = seed if is_key else jax.random.key(seed)
+  return jax.random.fold_in(root, int(purpose))
+
+
+class Draw(NamedTuple):
+  """K samples of each example and what every caller reads of them."""
+  samples: jax.Array  # (N, K, H, W, C) in [-1, 1]
+  mean: jax.Array  # (N, H, W, C): `mean_of_samples`, known pixels exact
+  std: jax.Array  # (N, H, W, 1): `std_of_samples`, 0 outside the hole
+
+  @property
+  def first(self) -> jax.Array:
+    """Sample 0 of each example, the same for any K (`sample_keys`)."""
+    return self.samples[:, 0]
+
+
+def draw(inference: Inference, x_known: jax.Array, mask: jax.Array,
+         indices: jax.Array, seed, purpose: Purpose,
+         num_samples: int = 1, progress=None) -> Draw:
+  """The one K-sample draw of every caller (evaluation, inpainting,
+  sampling, the training monitor and the tools): K samples of each example
+  (`sample_k`, keyed by `purpose` and the examples' indices), their mean
+  over the hole and their standard deviation."""
+  extra = (purpose_key(seed, _EXTRA[purpose]) if num_samples > 1 else None)
+  samples = sample_k(inference, x_known, mask, indices,
+                     purpose_key(seed, purpose), extra, num_samples,
+                     progress=progress)
+  return Draw(samples, mean_of_samples(samples, x_known, mask),
+              std_of_samples(samples, mask))
+
+
 def sample_keys(key: jax.Array, extra: jax.Array | None, indices,
                 num_samples: int) -> jax.Array:
   """Keys of K samples of each example, (N K,), example i's in rows
@@ -197,20 +254,18 @@ def padded_batch_size(batch_size: int, count: int) -> int:
 
 
 def sample_padded(inference: Inference, x_known: np.ndarray,
-                  mask: np.ndarray, indices: np.ndarray, key: jax.Array,
-                  batch_size: int, progress=None,
-                  step_progress=None, num_samples: int = 1,
-                  extra: jax.Array | None = None) -> np.ndarray:
-  """Samples host arrays of any length in equal, sharded batches.
+                  mask: np.ndarray, indices: np.ndarray, seed: int,
+                  purpose: Purpose, batch_size: int, progress=None,
+                  step_progress=None, num_samples: int = 1) -> Draw:
+  """`draw` over host arrays of any length, in equal, sharded batches.
 
   Batches have `padded_batch_size(examples_per_call(batch_size,
-  num_samples), len(indices))` examples (each sampled `num_samples` times,
-  `sample_k`), the last padded by repeating its final example. Example i's
-  noise comes from `key` (and `extra` for samples k > 0) folded with
-  indices[i], whatever the batch. `progress(done_images, total_images)`
-  follows the batches, `step_progress(done_steps, total_steps)` the sampler
-  within each.
-  Returns float32 images in [-1, 1], (N, K, H, W, C), on every host.
+  num_samples), len(indices))` examples (each drawn `num_samples` times),
+  the last padded by repeating its final example. Example i's noise comes
+  from `purpose` folded with indices[i], whatever the batch.
+  `progress(done_images, total_images)` follows the batches,
+  `step_progress(done_steps, total_steps)` the sampler within each.
+  Returns the Draw as NumPy float32 arrays, on every host.
   """
   size = padded_batch_size(examples_per_call(batch_size, num_samples),
                           len(indices))
@@ -223,12 +278,12 @@ def sample_padded(inference: Inference, x_known: np.ndarray,
              "index": pad(np.asarray(indices[chunk]))}
     local = {k: v[_process_rows(size)] for k, v in local.items()}
     batch = parallel.global_batch(local, inference.mesh)
-    out = sample_k(inference, batch["x"], batch["mask"], batch["index"], key,
-                   extra, num_samples, progress=step_progress)
-    outputs.append(fetch(out)[:n])
+    out = draw(inference, batch["x"], batch["mask"], batch["index"], seed,
+               purpose, num_samples, progress=step_progress)
+    outputs.append(jax.tree.map(lambda a, n=n: a[:n], fetch(out)))
     if progress is not None:
       progress((start + n) * num_samples, len(indices) * num_samples)
-  return np.concatenate(outputs)
+  return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
 
 
 def _process_rows(global_size: int) -> slice:

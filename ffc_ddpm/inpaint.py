@@ -42,7 +42,6 @@ from ffc_ddpm import metrics
 from ffc_ddpm.data import images as image_files
 from ffc_ddpm.data import masks as masks_lib
 
-INPAINT, SAMPLE, INPAINT_EXTRA = 4, 5, 7  # purposes folded into the seed key
 REDUCTIONS = ("none", "mean")  # --reduce: every sample, or their mean
 KEPT_MODES = ("L", "LA", "RGB", "RGBA")  # given back in their own mode
 
@@ -148,13 +147,19 @@ def user_hole(spec: str, relative: pathlib.Path, height: int, width: int,
   path = mask_source(spec, relative)
   if path is None:
     return named_hole(spec, height, width, config, index), True
-  hole = masks_lib.load_mask(str(path))
+  return file_hole(str(path), height, width), False
+
+
+def file_hole(path: str, height: int, width: int) -> np.ndarray:
+  """A mask file's hole (H, W, 1), 1 = missing, at the photo's (height,
+  width): a file of another size is resized (nearest neighbour)."""
+  hole = masks_lib.load_mask(path)
   if hole.shape[:2] != (height, width):
-    logging.info("Mask %s is %dx%d, image %s is %dx%d: resized (nearest "
-                 "neighbour)", path, hole.shape[1], hole.shape[0], relative,
-                 width, height)
+    logging.info("Mask %s is %dx%d, its image %dx%d: resized (nearest "
+                 "neighbour)", path, hole.shape[1], hole.shape[0], width,
+                 height)
     hole = resize_hole(hole, height, width)
-  return hole, False
+  return hole
 
 
 # ------------------------------------------------------ resize in and out
@@ -343,17 +348,14 @@ class Inpainter:
     inputs = [to_model_input(p.rgb, h, self.size)
               for p, h in zip(photos, holes)]
     x, m = (np.stack([i[j] for i in inputs]) for j in (0, 1))
-    out = self._sample(x, m, first_index, INPAINT, bar, num_samples)
-    if reduce == "mean":
-      outputs = np.asarray(inference.mean_of_samples(out, x, m))[:, None]
-    else:
-      outputs = out
-    std = np.asarray(inference.std_of_samples(out, m))
+    drawn = self._sample(x, m, first_index, inference.Purpose.INPAINT, bar,
+                         num_samples)
+    outputs = drawn.mean[:, None] if reduce == "mean" else drawn.samples
     return [Inpainted([from_model_output(o, photo, hole, composite)
                        for o in outs],
                       uncertainty_at_photo(s, mh, hole) if num_samples > 1
                       else None)
-            for outs, s, mh, photo, hole in zip(outputs, std, m, photos,
+            for outs, s, mh, photo, hole in zip(outputs, drawn.std, m, photos,
                                                 holes)]
 
   def sample(self, num_samples: int, first_index: int = 0,
@@ -364,32 +366,31 @@ class Inpainter:
     """
     check_unconditional(self.config)
     shape = (num_samples, self.size, self.size)
-    out = self._sample(np.zeros(shape + (3,), np.float32),
-                       np.ones(shape + (1,), np.float32), first_index,
-                       SAMPLE, bar)
-    return np.asarray(metrics.to_uint8(out[:, 0]))
+    drawn = self._sample(np.zeros(shape + (3,), np.float32),
+                         np.ones(shape + (1,), np.float32), first_index,
+                         inference.Purpose.SAMPLE, bar)
+    return np.asarray(metrics.to_uint8(drawn.first))
 
-  def _sample(self, x, mask, first_index: int, purpose: int, bar,
-              num_samples: int = 1) -> np.ndarray:
-    """(N, K, S, S, 3) samples of each example (`inference.sample_k`)."""
-    root = jax.random.key(self.config.seed)
-    key = jax.random.fold_in(root, purpose)
-    extra = jax.random.fold_in(root, INPAINT_EXTRA)
+  def _sample(self, x, mask, first_index: int, purpose: inference.Purpose,
+              bar, num_samples: int = 1) -> inference.Draw:
+    """K samples of each example, their mean and std on the host
+    (`inference.sample_padded`)."""
     own = bar is None
     if own:
       bar = progress_bar(len(x) * num_samples, "sampling" if
-                         purpose == SAMPLE else "inpainting")
+                         purpose == inference.Purpose.SAMPLE else
+                         "inpainting")
     start = bar.n
-    out = inference.sample_padded(
-        self.loaded, x, mask, first_index + np.arange(len(x)), key,
-        self.config.eval.batch_size,
+    drawn = inference.sample_padded(
+        self.loaded, x, mask, first_index + np.arange(len(x)),
+        self.config.seed, purpose, self.config.eval.batch_size,
         progress=lambda done, total: bar.update(start + done - bar.n),
         step_progress=lambda done, total: bar.set_postfix_str(
             f"denoising step {done}/{total}"),
-        num_samples=num_samples, extra=extra)
+        num_samples=num_samples)
     if own:
       bar.close()
-    return out
+    return drawn
 
 
 def progress_bar(total: int, description: str):

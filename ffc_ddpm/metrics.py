@@ -39,6 +39,14 @@ def capped_psnr(psnr):
   return np.minimum(np.asarray(psnr, np.float64), PSNR_CAP)
 
 
+def mean_psnr(psnr) -> float:
+  """The mean PSNR of a set of images, an exact copy counting as PSNR_CAP:
+  the one mean of every table, the training monitor and the tools (NaN for
+  no images)."""
+  values = capped_psnr(psnr)
+  return float(np.mean(values)) if values.size else float("nan")
+
+
 def to_uint8(images):
   """Images in [-1, 1] -> uint8 0..255 by rounding and clipping.
 

@@ -83,3 +83,24 @@ def global_batch(local: Mapping[str, np.ndarray], mesh: Mesh) -> dict:
       k: jax.make_array_from_process_local_data(sharding, np.asarray(v))
       for k, v in local.items()
   }
+
+
+# ------------------------------------------------------------ processes
+def is_lead() -> bool:
+  """Whether this is process 0, the one that writes shared files."""
+  return jax.process_index() == 0
+
+
+def sync(name: str) -> None:
+  """Waits for every process (multi-host runs only)."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
+def from_lead(value: int) -> int:
+  """Process 0's value on every process, so all hosts take the same batches."""
+  if jax.process_count() == 1:
+    return value
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return int(multihost_utils.broadcast_one_to_all(np.int32(value)))

@@ -27,13 +27,12 @@ import ml_collections
 import numpy as np
 import optax
 
-from ffc_ddpm import checkpoint, configuration, images, inference, lock
-from ffc_ddpm import metrics, models, parallel, weights
+from ffc_ddpm import checkpoint, configuration, files, inference, lock
+from ffc_ddpm import models, parallel, training_monitor, weights
 from ffc_ddpm.data import pipeline
-from ffc_ddpm.diffusion import losses, process, samplers
+from ffc_ddpm.diffusion import losses, process
+from ffc_ddpm.inference import Purpose
 
-# Purposes folded into the seed key, so no two uses share randomness.
-INIT, TRAIN, MONITOR = 0, 1, 2
 CONFIG_FILE = weights.RUN_CONFIG  # WORKDIR/config.json: the run's config
 
 
@@ -87,12 +86,11 @@ def check_trainable(config) -> None:
 
 def _init_fn(config, model, tx) -> Callable[[], TrainState]:
   def init():
-    seed_key = jax.random.key(config.seed)
-    params = models.init_params(model, config.model,
-                                jax.random.fold_in(seed_key, INIT))
+    params = models.init_params(
+        model, config.model, inference.purpose_key(config.seed, Purpose.INIT))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                       ema_params=params, opt_state=tx.init(params),
-                      rng=jax.random.fold_in(seed_key, TRAIN))
+                      rng=inference.purpose_key(config.seed, Purpose.TRAIN))
   return init
 
 
@@ -331,9 +329,7 @@ def truncate_jsonl(path: str, last_step: int) -> None:
     for line in f:
       if line.endswith("\n") and json.loads(line)["step"] <= last_step:
         kept.append(line)
-  with open(path + ".tmp", "w") as f:
-    f.writelines(kept)
-  os.replace(path + ".tmp", path)
+  files.write_text(path, "".join(kept))
 
 
 def create_writer(workdir: str, start_step: int) -> metric_writers.MetricWriter:
@@ -345,72 +341,6 @@ def create_writer(workdir: str, start_step: int) -> metric_writers.MetricWriter:
   truncate_jsonl(path, start_step)
   return metric_writers.MultiWriter(
       [metric_writers.create_default_writer(workdir), JsonlWriter(path)])
-
-
-# ------------------------------------------------------------ monitoring
-class Monitor:
-  """Inpaints a fixed validation batch (centre masks) with the EMA weights.
-
-  `train.image_every` writes image grids (TensorBoard and
-  WORKDIR/images/step_N.png), `train.quick_eval_every` the mean PSNR and
-  SSIM of the batch's valid examples; when both are due the batch is
-  sampled once.
-  """
-
-  def __init__(self, config, model, mesh, workdir: str, writer):
-    n = min(config.train.quick_eval_images, config.data.num_val)
-    size = -(-n // jax.device_count()) * jax.device_count()
-    local = next(pipeline.eval_batches(config, "validation", "center", n,
-                                       size))
-    self.batch = parallel.global_batch(local, mesh)
-    self.keys = samplers.example_keys(
-        jax.random.fold_in(jax.random.key(config.seed), MONITOR),
-        self.batch["index"])
-    self.sampler = inference.create_sampler(config, model)
-    self.workdir, self.writer = workdir, writer
-
-  def __call__(self, ema_params, step: int, grids: bool, scores: bool):
-    out = self.sample(ema_params)
-    if scores:
-      self.write_scores(step, out)
-    if grids:
-      self.write_grid(step, out)
-
-  def sample(self, ema_params) -> jax.Array:
-    b = self.batch
-    return self.sampler(ema_params, b["image"], b["mask"], self.keys)
-
-  def write_scores(self, step: int, out: jax.Array) -> dict[str, float]:
-    """Scored where the images lie; only the (N,) scores are gathered."""
-    b = self.batch
-    psnr, ssim, valid = inference.fetch((metrics.psnr(out, b["image"]),
-                                         metrics.ssim(out, b["image"]),
-                                         b["valid"]))
-    scores = {"val_psnr": float(np.mean(np.minimum(psnr, metrics.PSNR_CAP)[
-        valid])), "val_ssim": float(np.mean(ssim[valid]))}
-    self.writer.write_scalars(step, scores)
-    return scores
-
-  def write_grid(self, step: int, out: jax.Array) -> None:
-    image, mask, out, valid = inference.fetch(
-        (self.batch["image"], self.batch["mask"], out, self.batch["valid"]))
-    grid = images.inpainting_grid(image[valid], mask[valid], out[valid])
-    self.writer.write_images(step, {"inpainting": grid[None]})
-    if jax.process_index() == 0:
-      images.save_png(os.path.join(self.workdir, "images",
-                                   f"step_{step:08d}.png"), grid)
-
-
-def create_monitor(config, model, mesh, workdir, writer) -> Monitor | None:
-  """The monitor, or None when it is switched off or has no data."""
-  tc = config.train
-  if not (tc.image_every or tc.quick_eval_every):
-    return None
-  if not config.data.num_val:
-    logging.warning("data.num_val=0: no validation images, so image grids "
-                    "and quick evaluation are off")
-    return None
-  return Monitor(config, model, mesh, workdir, writer)
 
 
 # ------------------------------------------------------------------ loop
@@ -447,7 +377,8 @@ def train(config: ml_collections.ConfigDict, workdir: str,
                         tx),
         jax.tree.map(lambda x: x.sharding, state), mesh)
     writer = create_writer(workdir, int(state.step))
-    monitor = create_monitor(config, model, mesh, workdir, writer)
+    monitor = training_monitor.create_monitor(config, model, mesh, workdir,
+                                              writer)
     # steps/s and ETA between log steps, where the host waits for the device
     # anyway; the clock starts once the first step (and compiling) is done.
     progress = periodic_actions.ReportProgress(

@@ -22,6 +22,8 @@ import ml_collections
 import numpy as np
 from flax import traverse_util
 
+from ffc_ddpm import files
+
 FORMAT = "ffc_ddpm.weights.v1"
 # The config sections that define the network and what it was trained for.
 MODEL_SECTIONS = ("model", "diffusion")
@@ -57,9 +59,8 @@ def save(path: str, params: Any, config: ml_collections.ConfigDict,
           "num_params": int(sum(v.size for v in arrays.values())),
           "config": json.loads(config.to_json_best_effort())}
   arrays["ffc_ddpm"] = np.array(json.dumps(meta))
-  temporary = f"{path}.partial.npz"
-  np.savez(temporary, **arrays)
-  os.replace(temporary, path)
+  with files.atomic_write(path, "wb") as f:
+    np.savez(f, **arrays)
   return meta
 
 

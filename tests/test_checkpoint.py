@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from ffc_ddpm import checkpoint, lock
+from ffc_ddpm import checkpoint, checkpoint_recovery, lock
 
 
 def _state(scale: float = 1.0) -> dict:
@@ -234,7 +234,7 @@ def test_without_a_readable_checkpoint_it_stops_and_moves_nothing(saved):
   for step in ("1", "2"):
     _truncate_largest_file(saved / "checkpoints" / step / "params")
   with checkpoint.Checkpointer(str(saved)) as ckpt:
-    with pytest.raises(checkpoint.DamagedCheckpointError) as error:
+    with pytest.raises(checkpoint_recovery.DamagedCheckpointError) as error:
       ckpt.restore_latest(_abstract(_state()))
   message = str(error.value)
   assert message.startswith(f"no readable checkpoint in {saved / 'checkpoints'}"
@@ -292,7 +292,7 @@ def test_a_machine_failure_while_reading_is_not_taken_for_damage(
     monkeypatch.setattr(ckpt.manager, "restore", fail)
     with pytest.raises(type(failure)) as error:
       ckpt.restore_latest(_abstract(_state()))
-    assert not isinstance(error.value, checkpoint.DamagedCheckpointError)
+    assert not isinstance(error.value, checkpoint_recovery.DamagedCheckpointError)
     monkeypatch.undo()
     assert ckpt.all_steps() == [1, 2]
   assert not (saved / "checkpoints" / "damaged").exists()
@@ -304,7 +304,7 @@ def test_a_machine_failure_on_another_process_stops_this_one_too(
   first vote is False), this one stops with a one-line error instead of
   waiting, and moves nothing."""
   votes = iter([False])
-  monkeypatch.setattr(checkpoint, "_on_every_process",
+  monkeypatch.setattr(checkpoint_recovery, "_on_every_process",
                       lambda ok: next(votes, ok))
   with checkpoint.Checkpointer(str(saved)) as ckpt:
     with pytest.raises(RuntimeError, match="another process failed to read"):

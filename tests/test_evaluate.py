@@ -18,7 +18,8 @@ import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import inference_helpers as helpers
-from ffc_ddpm import baselines, evaluate, inference, parallel, perceptual
+from ffc_ddpm import baselines, eval_records, evaluate, images, inference
+from ffc_ddpm import parallel, perceptual, scoring
 from ffc_ddpm.data import masks as masks_lib
 
 MASKS = ("center", "random")
@@ -64,15 +65,15 @@ def read_grid(workdir, mask):
 
 def kill_at_batch(monkeypatch, call: int):
   """Makes the evaluation die when it starts its `call`-th batch."""
-  original, calls = evaluate.MaskRun._batch, []
+  original, calls = evaluate.score_batch, []
 
-  def batch(self, *args, **kwargs):
+  def batch(*args, **kwargs):
     calls.append(1)
     if len(calls) == call:
       raise Killed()
-    return original(self, *args, **kwargs)
+    return original(*args, **kwargs)
 
-  monkeypatch.setattr(evaluate.MaskRun, "_batch", batch)
+  monkeypatch.setattr(evaluate, "score_batch", batch)
 
 
 def skimage_scores(output, original):
@@ -240,8 +241,8 @@ def test_mean_of_k_is_scored_beside_the_unchanged_first_sample(clean,
       assert float(rows[mask, i, "mean_of_k"]["ssim"]) == pytest.approx(
           ssim, abs=1e-4)
       np.testing.assert_array_equal(cell(3)[~hole], np.broadcast_to(
-          evaluate.images.INFERNO[0], cell(3)[~hole].shape))
-      assert (cell(3)[hole] != evaluate.images.INFERNO[0]).any(-1).mean() > 0.9
+          images.INFERNO[0], cell(3)[~hole].shape))
+      assert (cell(3)[hole] != images.INFERNO[0]).any(-1).mean() > 0.9
   text = (workdir / "eval" / "results.md").read_text()
   row = [line for line in text.splitlines() if "mean of 3 samples" in line]
   center = results["masks"]["center"]["mean_of_k"]
@@ -266,10 +267,11 @@ def test_interrupted_evaluation_resumes_to_the_same_results(clean, tmp_path,
   (workdir / "eval" / "results.json").unlink()
 
   sampled = []
-  original_batch = evaluate.MaskRun._batch
-  monkeypatch.setattr(evaluate.MaskRun, "_batch", lambda self, local, *a, **k:
+  original_batch = evaluate.score_batch
+  monkeypatch.setattr(evaluate, "score_batch",
+                      lambda config, loaded, scorer, local, *a, **k:
                       sampled.append(local["index"].tolist()) or
-                      original_batch(self, local, *a, **k))
+                      original_batch(config, loaded, scorer, local, *a, **k))
   results = evaluate.evaluate(eval_config(), str(workdir))
   assert sampled == [[5, 6, 7, -1]]  # image 4 was complete
   _assert_same_results(results, clean_results)
@@ -313,17 +315,17 @@ def test_resume_points_skip_unreadable_images_and_torn_batches(tmp_path):
   """Pure bookkeeping: an image counts as done when every method has a row
   or it is marked unreadable; rows past the first gap are dropped."""
   settings = {"step": 1}
-  log = evaluate.PerImageLog(str(tmp_path), settings)
+  log = eval_records.PerImageLog(str(tmp_path), settings)
   row = lambda i, m: {"mask": "center", "index": i, "method": m,
                       "psnr": 1.0 * i, "ssim": 0.5, "lpips": None}
   log.append([row(0, "model"), row(0, "mean"),
-              dict(row(1, evaluate.UNREADABLE), psnr=None, ssim=None),
+              dict(row(1, eval_records.UNREADABLE), psnr=None, ssim=None),
               row(2, "model"), row(2, "mean"), row(3, "model"),
               row(4, "model"), row(4, "mean")])
-  reread = evaluate.PerImageLog(str(tmp_path), settings)
+  reread = eval_records.PerImageLog(str(tmp_path), settings)
   assert reread.resume_point("center", ("model", "mean"), 10) == 3
   assert sorted({r["index"] for r in reread.rows}) == [0, 1, 2]
-  assert evaluate.PerImageLog(str(tmp_path), settings).rows == reread.rows
+  assert eval_records.PerImageLog(str(tmp_path), settings).rows == reread.rows
 
 
 def test_batch_rows_mark_unreadable_images_and_skip_padding():
@@ -332,9 +334,9 @@ def test_batch_rows_mark_unreadable_images_and_skip_padding():
           "scores": {m: {"psnr": np.array([30.0, 0.0, 0.0]) + k,
                          "ssim": np.array([0.5, 0.0, 0.0])}
                      for k, m in enumerate(("model", "mean"))}}
-  rows = evaluate.batch_rows("box", host, ("model", "mean"))
+  rows = scoring.batch_rows("box", host, ("model", "mean"))
   assert [(r["index"], r["method"], r["psnr"]) for r in rows] == [
-      (6, "model", 30.0), (6, "mean", 31.0), (7, evaluate.UNREADABLE, None)]
+      (6, "model", 30.0), (6, "mean", 31.0), (7, eval_records.UNREADABLE, None)]
   assert all(r["mask"] == "box" and r["lpips"] is None for r in rows)
 
 
@@ -460,7 +462,7 @@ def test_perceptual_columns_in_the_table(perceptual_run):
 def test_missing_weights_leave_metrics_out_with_one_line(caplog):
   config = eval_config()
   with caplog.at_level("INFO"):
-    scorer = evaluate.Scorer(config, parallel.create_mesh())
+    scorer = scoring.Scorer(config, parallel.create_mesh())
   assert scorer.lpips is None and scorer.inception is None
   for metric in (perceptual.LPIPS, perceptual.FID):
     assert perceptual.missing_weights_message(metric) in caplog.messages

@@ -371,7 +371,8 @@ def test_the_mean_is_the_mean_of_the_samples_and_uncertainty_their_std(
   mean, = inpainter.inpaint([photo], [hole], 4, reduce="mean")
   assert len(samples.results) == 4 and len(mean.results) == 1
   x, m = inpaint.to_model_input(photo.rgb, hole, 16)
-  drawn = inpainter._sample(x[None], m[None], 0, inpaint.INPAINT, None, 4)
+  drawn = inpainter._sample(x[None], m[None], 0, inference.Purpose.INPAINT,
+                            None, 4).samples
   for k in range(4):  # the same draws
     np.testing.assert_array_equal(samples.results[k], inpaint.from_model_output(
         drawn[0, k], photo, hole))
@@ -402,7 +403,8 @@ def test_a_composite_changes_only_how_the_same_samples_join_the_photo(
   pasted, = inpainter.inpaint([photo], [hole], 2)
   blended, = inpainter.inpaint([photo], [hole], 2, composite="poisson")
   x, m = inpaint.to_model_input(photo.rgb, hole, 16)
-  drawn = inpainter._sample(x[None], m[None], 0, inpaint.INPAINT, None, 2)
+  drawn = inpainter._sample(x[None], m[None], 0, inference.Purpose.INPAINT,
+                            None, 2).samples
   for k in range(2):
     np.testing.assert_array_equal(blended.results[k], compositing.poisson(
         photo.pixels, pasted.results[k], hole[..., 0] == 1))

@@ -25,6 +25,7 @@ import skimage.metrics
 
 import training_runs as runs
 from ffc_ddpm import checkpoint, configuration, lock, models, parallel, train
+from ffc_ddpm import training_monitor
 from ffc_ddpm.data import pipeline
 from ffc_ddpm.diffusion import losses, process
 
@@ -302,7 +303,7 @@ def _uint8(x):
 def test_monitor_scores_match_scikit_image_and_grids_are_separate(
     overfit, tmp_path):
   writer = Recorder()
-  monitor = train.Monitor(overfit["config"], overfit["model"], overfit["mesh"],
+  monitor = training_monitor.Monitor(overfit["config"], overfit["model"], overfit["mesh"],
                           str(tmp_path), writer)
   out = monitor.sample(overfit["ema_params"])
   scores = monitor.write_scores(5, out)
@@ -325,7 +326,7 @@ def test_monitor_scores_match_scikit_image_and_grids_are_separate(
 def test_monitor_is_off_without_validation_images(overfit, tmp_path):
   config = overfit["config"].copy_and_resolve_references()
   config.data.num_val = 0
-  assert train.create_monitor(config, overfit["model"], overfit["mesh"],
+  assert training_monitor.create_monitor(config, overfit["model"], overfit["mesh"],
                               str(tmp_path), Recorder()) is None
 
 

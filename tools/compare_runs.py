@@ -28,7 +28,7 @@ from absl import flags
 import numpy as np
 from scipy import stats
 
-from ffc_ddpm import evaluate, metrics
+from ffc_ddpm import eval_records, metrics
 
 METRICS = ("psnr", "ssim")
 CONFIDENCE = 0.95
@@ -36,19 +36,19 @@ CONFIDENCE = 0.95
 
 def per_image_path(run: str) -> str:
   """`run`'s per_image.csv: the file itself or the one in the folder."""
-  path = (os.path.join(run, evaluate.CSV_FILE) if os.path.isdir(run)
+  path = (os.path.join(run, eval_records.CSV_FILE) if os.path.isdir(run)
           else run)
   if not os.path.isfile(path):
     raise FileNotFoundError(f"{run}: expected an evaluation folder with "
-                            f"{evaluate.CSV_FILE}, or that file")
+                            f"{eval_records.CSV_FILE}, or that file")
   return path
 
 
 def scores(path: str) -> dict[tuple[str, str], dict[int, dict]]:
   """{(mask, method): {image index: row}} of a per_image.csv."""
   table: dict[tuple[str, str], dict[int, dict]] = {}
-  for row in evaluate.read_per_image(path):
-    if row["method"] != evaluate.UNREADABLE:
+  for row in eval_records.read_per_image(path):
+    if row["method"] != eval_records.UNREADABLE:
       table.setdefault((row["mask"], row["method"]), {})[row["index"]] = row
   return table
 
@@ -56,7 +56,7 @@ def scores(path: str) -> dict[tuple[str, str], dict[int, dict]]:
 def _pairing_settings(csv_path: str) -> dict | None:
   """What decides the images and holes: seed, split and data, from the
   settings.json beside the file (None without one)."""
-  path = os.path.join(os.path.dirname(csv_path), evaluate.SETTINGS_FILE)
+  path = os.path.join(os.path.dirname(csv_path), eval_records.SETTINGS_FILE)
   try:
     with open(path) as f:
       config = json.load(f)["config"]

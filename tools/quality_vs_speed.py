@@ -50,7 +50,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from ffc_ddpm import configuration
+from ffc_ddpm import configuration, files
 
 TIMING_FILE = "timing.json"
 # config.eval fields that `evaluate.run_settings` leaves out (they do not
@@ -103,27 +103,20 @@ def line_label(sampler: str, spacing: str, spacings) -> str:
 
 # ----------------------------------------------------------------- runs
 def warm_up(config, loaded, scorer) -> None:
-  """Compiles what a run computes per batch (`loaded.sampler`, the mean of
-  K, the scores) by doing it once on the evaluation's first batch, so that
-  a run's time does not include compilation."""
+  """Compiles what a run computes per batch by doing it once on the
+  evaluation's first batch (`evaluate.score_batch`, the very function the
+  run times, grids and FID features included), so that a run's time does
+  not include compilation."""
   # pylint: disable=g-import-not-at-top
-  import jax
-  from ffc_ddpm import evaluate, inference, parallel
+  from ffc_ddpm import evaluate, inference
   from ffc_ddpm.data import pipeline
   ec = config.eval
   examples = inference.examples_per_call(ec.batch_size, ec.num_samples)
   local = next(iter(pipeline.eval_batches(
       config, ec.split, ec.masks[0], min(examples, ec.num_images),
       examples)))
-  batch = parallel.global_batch(local, loaded.mesh)
-  root = jax.random.key(config.seed)
-  samples = inference.sample_k(
-      loaded, batch["image"], batch["mask"], batch["index"],
-      jax.random.fold_in(root, evaluate.EVAL),
-      jax.random.fold_in(root, evaluate.EVAL_EXTRA), ec.num_samples)
-  mean = inference.mean_of_samples(samples, batch["image"], batch["mask"])
-  jax.block_until_ready([scorer.scores(out, batch["image"])
-                         for out in (samples[:, 0], mean)])
+  evaluate.score_batch(config, loaded, scorer, local, {},
+                       with_grid=ec.num_grid_images > 0)
 
 
 def timed_run(config, loaded, scorer, out_dir: str, warmup: bool) -> tuple:
@@ -131,21 +124,21 @@ def timed_run(config, loaded, scorer, out_dir: str, warmup: bool) -> tuple:
   finished run with the same settings (its timing.json) is reused."""
   # pylint: disable=g-import-not-at-top
   import jax
-  from ffc_ddpm import evaluate
+  from ffc_ddpm import eval_records, evaluate
   # A reused run must have scored the same images in the same way, and
   # been timed on the same batches after the same warm-up.
   settings = dict(evaluate.run_settings(config, loaded.step, loaded.weights),
                   timed={f: config.eval[f] for f in TIMED_FIELDS},
                   warmup=warmup)
   settings = json.loads(json.dumps(settings, default=str))
-  timing = _read_json(os.path.join(out_dir, TIMING_FILE))
-  results = _read_json(os.path.join(out_dir, "results.json"))
+  timing = files.read_json(os.path.join(out_dir, TIMING_FILE))
+  results = files.read_json(os.path.join(out_dir, "results.json"))
   if timing and results and timing.get("settings") == settings:
     logging.info("%s: reusing the finished run", out_dir)
     return results, timing["wall_s"]
   lead = jax.process_index() == 0
   if lead and os.path.isdir(out_dir):  # a partial or outdated run: set
-    evaluate.archive(out_dir)           # aside, and timed afresh
+    eval_records.archive(out_dir)       # aside, and timed afresh
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils
     multihost_utils.sync_global_devices("quality_vs_speed_clean")
@@ -187,7 +180,7 @@ def quality_vs_speed(config, workdir: str | None, out_dir: str, samplers,
   settings (`sweep_config`)."""
   # pylint: disable=g-import-not-at-top
   import jax
-  from ffc_ddpm import evaluate, inference, lock, parallel
+  from ffc_ddpm import evaluate, inference, lock, parallel, scoring
   from ffc_ddpm.data import masks as masks_lib
   steps = [int(s) for s in steps]
   spacings = list(dict.fromkeys(spacings or [config.eval.timestep_spacing]))
@@ -199,7 +192,7 @@ def quality_vs_speed(config, workdir: str | None, out_dir: str, samplers,
   rows = []
   with lock.hold_workdir(out_dir):
     mesh = parallel.create_mesh(config.train.model_axis_size)
-    scorer = evaluate.Scorer(config, mesh)
+    scorer = scoring.Scorer(config, mesh)
     model, params, loaded_step, weights = inference.load_weights(
         config, workdir, mesh, step, weights_file)
     for (sampler, num_steps, spacing), cfg in configs.items():
@@ -222,9 +215,9 @@ def quality_vs_speed(config, workdir: str | None, out_dir: str, samplers,
              "spacings": spacings, "rows": rows}
     if jax.process_index() == 0:
       _write_json(os.path.join(out_dir, STEM + ".json"), table)
-      with open(os.path.join(out_dir, STEM + ".md"), "w") as f:
-        f.write(table_markdown(table))
-      plot(table).save(os.path.join(out_dir, STEM + ".png"))
+      files.write_text(os.path.join(out_dir, STEM + ".md"),
+                       table_markdown(table))
+      plot(table, os.path.join(out_dir, STEM + ".png"))
   logging.info("Quality against speed:\n%s", table_markdown(table))
   return table
 
@@ -262,44 +255,9 @@ def table_markdown(table: dict) -> str:
 
 # ----------------------------------------------------------------- plot
 def plot_size(num_masks: int) -> tuple[int, int]:
-  """(width, height) of the plot: one panel per mask, the legend below."""
+  """(width, height) of the plot in pixels: one panel per mask, the legend
+  below."""
   return PANEL[0] * num_masks, PANEL[1] + LEGEND_HEIGHT
-
-
-def _font(size: int = 13):
-  from PIL import ImageFont  # pylint: disable=g-import-not-at-top
-  try:
-    return ImageFont.load_default(size=size)
-  except TypeError:  # Pillow < 10.1: the fixed bitmap font
-    return ImageFont.load_default()
-
-
-def _nice_ticks(lo: float, hi: float, count: int = 5) -> list[float]:
-  """Round tick values spanning [lo, hi], about `count` of them."""
-  raw = (hi - lo) / count
-  magnitude = 10 ** math.floor(math.log10(raw))
-  spacing = next(m * magnitude for m in (1, 2, 5, 10) if m * magnitude >= raw)
-  first = math.ceil(lo / spacing) * spacing
-  return [first + i * spacing for i in range(int((hi - first) / spacing) + 1)]
-
-
-def _dashed(draw, points, fill, width=2, dash=8, gap=5) -> None:
-  """A dashed polyline, the pattern continuing across vertices."""
-  phase = 0.0
-  for (x0, y0), (x1, y1) in zip(points, points[1:]):
-    length = math.hypot(x1 - x0, y1 - y0)
-    pos = 0.0
-    while pos < length:
-      period = phase % (dash + gap)
-      step = min((dash - period) if period < dash else (dash + gap - period),
-                 length - pos)
-      if period < dash:
-        a, b = pos / length, (pos + step) / length
-        draw.line([(x0 + a * (x1 - x0), y0 + a * (y1 - y0)),
-                   (x0 + b * (x1 - x0), y0 + b * (y1 - y0))],
-                  fill=fill, width=width)
-      pos += step
-      phase += step
 
 
 def _lines(table: dict) -> list[tuple[str, str]]:
@@ -307,99 +265,56 @@ def _lines(table: dict) -> list[tuple[str, str]]:
   return [(s, sp) for s in table["samplers"] for sp in table["spacings"]]
 
 
-def _panel(draw, left: int, table: dict, mask: str, y_range, font) -> None:
-  """One mask's axes, ticks, grid and lines, in the panel at x = left."""
-  width, height = PANEL
-  box = (left + 62, 28, left + width - 16, height - 46)  # the plotting area
+def plot(table: dict, path: str) -> None:
+  """Writes the PNG (matplotlib): PSNR against network calls, log-x, one
+  panel per mask; one colour per sampler (and spacing), solid = one
+  sample, dashed = mean of K."""
+  # pylint: disable=g-import-not-at-top
+  import matplotlib
+  matplotlib.use("Agg")  # files only, no screen
+  from matplotlib import pyplot as plt
+  masks, dpi = table["masks"], 100
+  width, height = plot_size(len(masks))
+  figure, axes = plt.subplots(1, len(masks), squeeze=False,
+                              figsize=(width / dpi, height / dpi), dpi=dpi)
   steps = sorted({r["steps"] for r in table["rows"]})
-  x_lo, x_hi = math.log(steps[0] / 1.3), math.log(steps[-1] * 1.3)
-  y_lo, y_hi = y_range
-  to_x = lambda s: box[0] + (math.log(s) - x_lo) / (x_hi - x_lo) * (
-      box[2] - box[0])
-  to_y = lambda v: box[3] - (v - y_lo) / (y_hi - y_lo) * (box[3] - box[1])
-  grey, black = (225, 225, 225), (0, 0, 0)
-  for s in steps:
-    x = to_x(s)
-    draw.line([(x, box[1]), (x, box[3])], fill=grey)
-    draw.line([(x, box[3]), (x, box[3] + 5)], fill=black)
-    draw.text((x, box[3] + 7), str(s), fill=black, font=font, anchor="mt")
-  for v in _nice_ticks(y_lo, y_hi):
-    y = to_y(v)
-    draw.line([(box[0], y), (box[2], y)], fill=grey)
-    draw.line([(box[0] - 5, y), (box[0], y)], fill=black)
-    draw.text((box[0] - 7, y), f"{v:g}", fill=black, font=font, anchor="rm")
-  draw.rectangle(box, outline=black)
-  draw.text(((box[0] + box[2]) / 2, 8), f"{mask} mask: PSNR (dB)",
-            fill=black, font=font, anchor="mt")
-  draw.text(((box[0] + box[2]) / 2, height - 8),
-            "network calls (log scale)", fill=black, font=font, anchor="mb")
-  for i, (sampler, spacing) in enumerate(_lines(table)):
-    colour = COLOURS[i % len(COLOURS)]
-    rows = sorted((r for r in table["rows"] if r["sampler"] == sampler
-                   and r["timestep_spacing"] == spacing),
-                  key=lambda r: r["steps"])
-    for key, dashed in (("one", False), ("mean", True)):
-      values = [(r["steps"], r["masks"][mask]["psnr"] if key == "one" else
-                 r["masks"][mask]["mean_of_k"]["psnr"]) for r in rows]
-      points = [(to_x(s), to_y(v)) for s, v in values if math.isfinite(v)]
-      if dashed:
-        _dashed(draw, points, colour)
-      elif len(points) > 1:
-        draw.line(points, fill=colour, width=2)
-      for x, y in points:
-        draw.ellipse((x - 3, y - 3, x + 3, y + 3), fill=colour)
-
-
-def _legend(draw, top: int, table: dict, font) -> None:
-  """Sampler colours, then the line styles, in one row."""
-  x, y, black = 62, top + LEGEND_HEIGHT // 2, (0, 0, 0)
-  entries = [(line_label(s, sp, table["spacings"]),
-              COLOURS[i % len(COLOURS)], False)
-             for i, (s, sp) in enumerate(_lines(table))]
-  entries += [("one sample", black, False),
-              (f"mean of {table['k']}", black, True)]
-  for label, colour, dashed in entries:
-    if dashed:
-      _dashed(draw, [(x, y), (x + 28, y)], colour)
-    else:
-      draw.line([(x, y), (x + 28, y)], fill=colour, width=2)
-    x += 34
-    draw.text((x, y), label, fill=black, font=font, anchor="lm")
-    x += int(draw.textlength(label, font=font)) + 22
-
-
-def plot(table: dict):
-  """The PNG (a PIL image): PSNR against network calls, log-x, one panel per
-  mask; one colour per sampler (and spacing), solid = one sample, dashed =
-  mean of K."""
-  from PIL import Image, ImageDraw  # pylint: disable=g-import-not-at-top
-  masks = table["masks"]
-  image = Image.new("RGB", plot_size(len(masks)), (255, 255, 255))
-  draw, font = ImageDraw.Draw(image), _font()
-  values = [v for r in table["rows"] for e in r["masks"].values()
-            for v in (e["psnr"], e["mean_of_k"]["psnr"]) if math.isfinite(v)]
-  lo, hi = (min(values), max(values)) if values else (0.0, 1.0)
-  pad = max(0.05 * (hi - lo), 0.25)
-  for i, mask in enumerate(masks):
-    _panel(draw, i * PANEL[0], table, mask, (lo - pad, hi + pad), font)
-  _legend(draw, PANEL[1], table, font)
-  return image
+  for panel, mask in zip(axes[0], masks):
+    for i, (sampler, spacing) in enumerate(_lines(table)):
+      colour = tuple(c / 255 for c in COLOURS[i % len(COLOURS)])
+      rows = sorted((r for r in table["rows"] if r["sampler"] == sampler
+                     and r["timestep_spacing"] == spacing),
+                    key=lambda r: r["steps"])
+      for style, value in (("-", lambda e: e["psnr"]),
+                           ("--", lambda e: e["mean_of_k"]["psnr"])):
+        points = [(r["steps"], value(r["masks"][mask])) for r in rows
+                  if math.isfinite(value(r["masks"][mask]))]
+        if points:
+          panel.plot(*zip(*points), style, color=colour, linewidth=2,
+                     marker="o", markersize=6,
+                     label=(line_label(sampler, spacing, table["spacings"])
+                            if style == "-" else None))
+    panel.set_xscale("log")
+    panel.set_xticks(steps, [str(s) for s in steps])
+    panel.minorticks_off()
+    panel.grid(True, color="0.88")
+    panel.set_title(f"{mask} mask: PSNR (dB)", fontsize=10)
+    panel.set_xlabel("network calls (log scale)", fontsize=9)
+  styles = [matplotlib.lines.Line2D([], [], color="black", linestyle=s)
+            for s in ("-", "--")]
+  handles, labels = axes[0][0].get_legend_handles_labels()
+  figure.legend(handles + styles,
+                labels + ["one sample", f"mean of {table['k']}"],
+                loc="lower center", ncol=len(labels) + 2, frameon=False,
+                fontsize=9)
+  figure.tight_layout(rect=(0, LEGEND_HEIGHT / height, 1, 1))
+  figure.savefig(path, dpi=dpi)
+  plt.close(figure)
 
 
 # ------------------------------------------------------------------ files
-def _read_json(path: str):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, ValueError):
-    return None
-
-
 def _write_json(path: str, value) -> None:
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  with open(path + ".tmp", "w") as f:
-    json.dump(value, f, indent=2)
-  os.replace(path + ".tmp", path)
+  files.write_json(path, value, indent=2)
 
 
 # ------------------------------------------------------------------- main

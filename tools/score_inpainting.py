@@ -25,7 +25,6 @@ Prints the mean scores as a Markdown table; --json=FILE also writes them
 with every photo's own.
 """
 
-import json
 import os
 import pathlib
 import sys
@@ -35,10 +34,8 @@ from absl import flags
 import numpy as np
 
 from ffc_ddpm import baselines as baselines_lib
-from ffc_ddpm import inpaint
-from ffc_ddpm import metrics
+from ffc_ddpm import files, inpaint, metrics
 from ffc_ddpm.data import images as image_files
-from ffc_ddpm.data import masks as masks_lib
 
 ONE, MEAN = "one sample", "mean of K"
 
@@ -47,7 +44,7 @@ def score_pair(result: np.ndarray, original: np.ndarray) -> dict:
   """PSNR (capped at metrics.PSNR_CAP, for identical images) and SSIM of
   two uint8 (H, W, 3) images."""
   a, b = result[None], original[None]
-  return {"psnr": min(float(metrics.psnr_uint8(a, b)[0]), metrics.PSNR_CAP),
+  return {"psnr": float(metrics.capped_psnr(metrics.psnr_uint8(a, b))[0]),
           "ssim": float(metrics.ssim_uint8(a, b)[0])}
 
 
@@ -61,8 +58,7 @@ def read_hole(mask: str, relative: pathlib.Path, generated: str,
   if not os.path.isfile(path):
     raise FileNotFoundError(f"--mask={mask}: no generated mask {path} (was "
                             "--output the inpaint command's?)")
-  hole = masks_lib.load_mask(path)
-  return inpaint.resize_hole(hole, *size) if hole.shape[:2] != size else hole
+  return inpaint.file_hole(path, *size)
 
 
 def read_result(path: str, size: tuple[int, int]) -> np.ndarray:
@@ -81,22 +77,22 @@ def score_photos(image: str, mask: str, output: str, num_samples: int = 1,
                  reduce: str = "none", baselines=("biharmonic",)) -> dict:
   """{"methods": {method: {psnr, ssim}}, "photos": [...]}: the mean scores
   of each method over the photos, and each photo's own."""
-  root, relatives = inpaint.list_images(image)
+  root, relatives = inpaint.list_images(image, output)
   targets = inpaint.output_paths(output, relatives, num_samples, reduce)
-  files = 1 if reduce == "mean" else num_samples
+  num_results = 1 if reduce == "mean" else num_samples
   photos = []
   for relative, (paths, generated) in zip(relatives, targets):
     original = inpaint.read_photo(str(root / relative)).rgb
     size = original.shape[:2]
     hole = read_hole(mask, relative, generated, size)
-    results = [read_result(p, size) for p in paths[:files]]
+    results = [read_result(p, size) for p in paths[:num_results]]
     scores = {}
     if reduce == "mean":  # the command's own mean of K
       scores[MEAN if num_samples > 1 else ONE] = score_pair(results[0],
                                                             original)
     else:
       scores[ONE] = score_pair(results[0], original)
-      if files > 1:
+      if num_results > 1:
         mean = np.round(np.mean(np.stack(results), axis=0)).astype(np.uint8)
         scores[MEAN] = score_pair(mean, original)
     for name in baselines:
@@ -105,8 +101,9 @@ def score_photos(image: str, mask: str, output: str, num_samples: int = 1,
     photos.append({"image": str(relative),
                    "hole_fraction": float(hole.mean()), **scores})
   methods = [m for m in photos[0] if m not in ("image", "hole_fraction")]
-  means = {m: {k: float(np.mean([p[m][k] for p in photos]))
-               for k in ("psnr", "ssim")} for m in methods}
+  means = {m: {"psnr": metrics.mean_psnr([p[m]["psnr"] for p in photos]),
+               "ssim": float(np.mean([p[m]["ssim"] for p in photos]))}
+           for m in methods}
   return {"num_photos": len(photos), "k": num_samples, "methods": means,
           "photos": photos}
 
@@ -159,8 +156,7 @@ def main(argv) -> None:
     sys.exit(f"error: {' '.join(str(e).split())}")
   print(markdown(scores), end="")
   if _JSON.value:
-    with open(_JSON.value, "w") as f:
-      json.dump(scores, f, indent=2)
+    files.write_json(_JSON.value, scores, indent=2)
 
 
 if __name__ == "__main__":
