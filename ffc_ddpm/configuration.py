@@ -43,6 +43,12 @@ def load_config(path: str) -> ml_collections.ConfigDict:
   return module.get_config()
 
 
+def default_config() -> ml_collections.ConfigDict:
+  """configs/default.py's config: every field with its default."""
+  return load_config(str(pathlib.Path(__file__).resolve().parents[1] /
+                         "configs" / "default.py"))
+
+
 def save_json(config: ml_collections.ConfigDict, path: str) -> None:
   """Writes `config` as JSON (atomically: a temporary file renamed), so a
   run's workdir records what it was trained with."""

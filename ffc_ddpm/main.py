@@ -228,7 +228,7 @@ def run(config, workdir: str | None) -> None:
 def _run_mode(config, workdir: str, mode: str) -> None:
   """Runs one mode's function."""
   # pylint: disable=g-import-not-at-top
-  from ffc_ddpm import evaluate, inpaint, train
+  from ffc_ddpm import evaluate, inpaint_command, train
   if mode == "train":
     train.train(config, workdir, log_parameters=_LOG_PARAMETERS.value)
     if config.train.eval_after_train:
@@ -237,13 +237,13 @@ def _run_mode(config, workdir: str, mode: str) -> None:
     configuration.check_data_path(config)
     evaluate.evaluate(config, workdir, _STEP.value, _WEIGHTS.value)
   elif mode == "inpaint":
-    inpaint.inpaint_files(config, workdir, _IMAGE.value, _MASK.value,
+    inpaint_command.inpaint_files(config, workdir, _IMAGE.value, _MASK.value,
                           _OUTPUT.value, _NUM_SAMPLES.value, _STEP.value,
                           reduce=_REDUCE.value, weights_file=_WEIGHTS.value,
                           composite=_COMPOSITE.value,
                           overwrite=_OVERWRITE.value)
   else:
-    inpaint.sample_files(config, workdir, _OUTPUT.value or workdir,
+    inpaint_command.sample_files(config, workdir, _OUTPUT.value or workdir,
                          _NUM_SAMPLES.value, _STEP.value, _WEIGHTS.value)
 
 

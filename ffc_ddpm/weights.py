@@ -146,6 +146,21 @@ def model_config(config: ml_collections.ConfigDict, meta: dict,
   return _with_model_of(config, meta["config"], f"--weights={path}")
 
 
+def file_config(path: str, config: ml_collections.ConfigDict | None = None
+                ) -> ml_collections.ConfigDict:
+  """The config to run weights file `path` with: `config` with the file's
+  model (`model_config`), or without `config` the whole config the file
+  was trained with (its sampler, steps and seed are the released
+  defaults) on configs/default.py."""
+  meta = read_metadata(path)
+  if config is None:
+    from ffc_ddpm import configuration  # pylint: disable=g-import-not-at-top
+    return with_fields(configuration.default_config(),
+                       list(_leaves(meta["config"], "")),
+                       f"--weights={path}")[0]
+  return model_config(config, meta, path)[0]
+
+
 def run_model_config(config: ml_collections.ConfigDict, workdir: str
                      ) -> tuple[ml_collections.ConfigDict, list[str]]:
   """`config` with the model sections and image size of the training run

@@ -25,8 +25,6 @@ from ffc_ddpm import parallel, train, weights
 from ffc_ddpm.diffusion import process
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tools"))
-import export_model as tool  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def lower_everywhere(fn, args):
@@ -191,7 +189,7 @@ def test_the_exported_sampler_gives_the_librarys_samples(exported):
   samples, mean, std = load_exported(out, "sampler").call(
       image, mask, jax.random.key_data(jax.random.key(7)))
   samples = np.asarray(samples)
-  config = configuration.validate(tool.weights_config(None, str(path)))
+  config = configuration.validate(weights.file_config(str(path)))
   loaded = inference.load(config, None, weights_file=str(path))
   library = inference.sample_padded(
       loaded, image, mask, np.arange(2), 7, inference.Purpose.INPAINT, 6,

@@ -12,7 +12,8 @@ from PIL import Image
 import pytest
 
 import inference_helpers as helpers
-from ffc_ddpm import compositing, inference, inpaint
+from ffc_ddpm import compositing, images, inference, inpaint, inpaint_command
+from ffc_ddpm import photos as photos_lib
 from ffc_ddpm.data import masks as masks_lib
 
 
@@ -77,7 +78,7 @@ def test_the_models_hole_is_the_footprint_of_the_photos_on_random_holes():
     side, size = int(rng.integers(4, 90)), int(rng.choice([8, 16, 32]))
     hole = random_hole(rng, side, side)
     photo = rng.integers(0, 256, (side, side, 3), dtype=np.uint8)
-    _, mask = inpaint.to_model_input(photo, hole, size)
+    _, mask = photos_lib.to_model_input(photo, hole, size)
     np.testing.assert_array_equal(mask, footprint_hole(hole, size))
     # Every model pixel whose centre lies in the hole is a hole.
     assert (mask[nearest(hole, size, size)[..., 0] == 1] == 1).all()
@@ -88,7 +89,7 @@ def test_a_centred_hole_at_twice_the_size_is_the_evaluations_centre_hole():
   64x64, the centre mask that evaluation scores: 32x32, no pixel grown."""
   photo = np.zeros((128, 128, 3), np.uint8)
   hole = rectangle_hole(128, 128, 32, 32, 64, 64)
-  _, mask = inpaint.to_model_input(photo, hole, 64)
+  _, mask = photos_lib.to_model_input(photo, hole, 64)
   np.testing.assert_array_equal(mask, masks_lib.eval_mask("center", 64, 0, 0))
 
 
@@ -99,7 +100,7 @@ def test_a_photo_at_the_models_size_keeps_its_hole_and_context():
   for _ in range(20):
     hole = random_hole(rng, 16, 16)
     photo = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
-    x, mask = inpaint.to_model_input(photo, hole, 16)
+    x, mask = photos_lib.to_model_input(photo, hole, 16)
     np.testing.assert_array_equal(mask, hole)
     np.testing.assert_array_equal(
         x, telea(photo, hole).astype(np.float32) / 127.5 - 1)
@@ -114,8 +115,8 @@ def test_no_colour_from_the_hole_reaches_the_model(height, width):
     photo = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     hole = random_hole(rng, height, width)
     repainted = np.where(hole == 1, rng.integers(0, 256, photo.shape), photo)
-    x, mask = inpaint.to_model_input(photo, hole, 16)
-    y, mask2 = inpaint.to_model_input(repainted.astype(np.uint8), hole, 16)
+    x, mask = photos_lib.to_model_input(photo, hole, 16)
+    y, mask2 = photos_lib.to_model_input(repainted.astype(np.uint8), hole, 16)
     np.testing.assert_array_equal(mask, mask2)
     np.testing.assert_array_equal(x, y)
     assert x.shape == (16, 16, 3) and x.min() >= -1 and x.max() <= 1
@@ -129,10 +130,10 @@ def bicubic(pixels, size):
 def test_a_photo_without_a_hole_is_seen_as_it_is_and_one_all_hole_as_black():
   rng = np.random.default_rng(7)
   photo = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
-  x, mask = inpaint.to_model_input(photo, np.zeros((24, 24, 1)), 16)
+  x, mask = photos_lib.to_model_input(photo, np.zeros((24, 24, 1)), 16)
   np.testing.assert_array_equal(x, bicubic(photo, 16))
   assert not mask.any()
-  x, mask = inpaint.to_model_input(photo, np.ones((24, 24, 1)), 16)
+  x, mask = photos_lib.to_model_input(photo, np.ones((24, 24, 1)), 16)
   np.testing.assert_array_equal(x, -1.0)  # nothing of the photo is read
   assert mask.all()
 
@@ -143,12 +144,12 @@ def test_a_wide_photo_is_seen_through_a_square_around_the_hole():
   rng = np.random.default_rng(4)
   photo = rng.integers(0, 256, (11, 40, 3), dtype=np.uint8)
   hole = rectangle_hole(11, 40, 3, 25, 4, 6)  # columns 25..30, centre 28
-  x, mask = inpaint.to_model_input(photo, hole, 16)
+  x, mask = photos_lib.to_model_input(photo, hole, 16)
   square, square_hole = photo[:, 22:33], hole[:, 22:33]
   np.testing.assert_array_equal(x, bicubic(telea(square, square_hole), 16))
   np.testing.assert_array_equal(mask, footprint_hole(square_hole, 16))
   at_the_edge = rectangle_hole(11, 40, 3, 36, 4, 4)  # kept inside the photo
-  x, _ = inpaint.to_model_input(photo, at_the_edge, 16)
+  x, _ = photos_lib.to_model_input(photo, at_the_edge, 16)
   np.testing.assert_array_equal(
       x, bicubic(telea(photo[:, 29:40], at_the_edge[:, 29:40]), 16))
 
@@ -157,15 +158,15 @@ def test_a_hole_longer_than_the_short_side_gets_a_reflect_padded_square():
   rng = np.random.default_rng(5)
   photo = rng.integers(0, 256, (10, 30, 3), dtype=np.uint8)
   hole = rectangle_hole(10, 30, 0, 2, 3, 14)  # 14 wide: a 14 x 14 square
-  x, mask = inpaint.to_model_input(photo, hole, 16)
+  x, mask = photos_lib.to_model_input(photo, hole, 16)
   reflect = lambda a: np.pad(a[:, 2:16], ((2, 2), (0, 0), (0, 0)), "reflect")
   np.testing.assert_array_equal(
       x, bicubic(telea(reflect(photo), reflect(hole)), 16))
   np.testing.assert_array_equal(mask, footprint_hole(reflect(hole), 16))
   colour = np.array([10, 200, 30], np.uint8)
-  result = inpaint.from_model_output(
+  result = photos_lib.from_model_output(
       np.broadcast_to(colour / 127.5 - 1, (16, 16, 3)),
-      inpaint.photo_from_array(photo), hole)
+      photos_lib.photo_from_array(photo), hole)
   inside = hole[..., 0] == 1
   assert result.shape == photo.shape
   np.testing.assert_array_equal(result[~inside], photo[~inside])
@@ -178,11 +179,11 @@ def test_results_keep_the_known_pixels_and_mode_of_the_photo(channels):
   rng = np.random.default_rng(1)
   shape = (13, 29) if channels is None else (13, 29, channels)
   pixels = rng.integers(0, 256, shape, dtype=np.uint8)
-  photo = inpaint.photo_from_array(pixels)
+  photo = photos_lib.photo_from_array(pixels)
   hole = rectangle_hole(13, 29, 2, 5, 6, 11)
   colour = np.array([200, 40, 90], np.uint8)
   output = np.broadcast_to(colour / 127.5 - 1, (16, 16, 3))
-  result = inpaint.from_model_output(output, photo, hole)
+  result = photos_lib.from_model_output(output, photo, hole)
   assert result.shape == pixels.shape and result.dtype == np.uint8
   inside = hole[..., 0] == 1
   np.testing.assert_array_equal(result[~inside], pixels[~inside])
@@ -200,12 +201,12 @@ def test_a_poisson_composite_takes_the_photos_colour_at_the_edge(channels):
   photo_colour = np.array([30, 160, 220, 90], np.uint8)
   pixels = np.broadcast_to(photo_colour[:shape[2]] if channels else
                            photo_colour[0], shape).copy()
-  photo = inpaint.photo_from_array(pixels)
+  photo = photos_lib.photo_from_array(pixels)
   hole = rectangle_hole(13, 29, 2, 5, 6, 11)
   inside = hole[..., 0] == 1
   output = np.broadcast_to(np.array([200, 40, 90]) / 127.5 - 1, (16, 16, 3))
-  pasted = inpaint.from_model_output(output, photo, hole)
-  blended = inpaint.from_model_output(output, photo, hole, "poisson")
+  pasted = photos_lib.from_model_output(output, photo, hole)
+  blended = photos_lib.from_model_output(output, photo, hole, "poisson")
   assert blended.shape == pixels.shape and blended.dtype == np.uint8
   np.testing.assert_array_equal(blended[~inside], pixels[~inside])
   expected = pixels[~inside][0].copy()
@@ -220,18 +221,18 @@ def test_photos_are_read_in_their_mode_and_seen_on_white(tmp_path):
   rgba[..., :3] = [10, 100, 250]
   rgba[..., 3] = 64  # a quarter opaque
   Image.fromarray(rgba).save(tmp_path / "a.png")
-  photo = inpaint.read_photo(str(tmp_path / "a.png"))
+  photo = photos_lib.read_photo(str(tmp_path / "a.png"))
   np.testing.assert_array_equal(photo.pixels, rgba)
   on_white = np.round(64 / 255 * np.array([10, 100, 250]) + 191 / 255 * 255)
   np.testing.assert_allclose(photo.rgb[0, 0], on_white, atol=1)
 
   grey = np.arange(24, dtype=np.uint8).reshape(4, 6)
   Image.fromarray(grey).save(tmp_path / "g.png")
-  photo = inpaint.read_photo(str(tmp_path / "g.png"))
+  photo = photos_lib.read_photo(str(tmp_path / "g.png"))
   np.testing.assert_array_equal(photo.pixels, grey)
   np.testing.assert_array_equal(photo.rgb, np.repeat(grey[..., None], 3, -1))
   with pytest.raises(ValueError, match="expected a uint8 image"):
-    inpaint.photo_from_array(np.zeros((4, 4, 5), np.uint8))
+    photos_lib.photo_from_array(np.zeros((4, 4, 5), np.uint8))
 
 
 # ----------------------------------------------------------- masks, paths
@@ -243,45 +244,45 @@ def test_mask_files_folders_and_names(tmp_path):
   small[1:3, 1:3] = 255
   Image.fromarray(small).save(masks / "face.png")
   relative = pathlib.Path("sub/face.jpg")
-  hole, generated = inpaint.user_hole(str(tmp_path / "masks"), relative, 15,
+  hole, generated = photos_lib.user_hole(str(tmp_path / "masks"), relative, 15,
                                       8, config, 0)
   assert not generated
   np.testing.assert_array_equal(hole[..., 0], nearest(small == 255, 15, 8))
-  hole, generated = inpaint.user_hole("center", relative, 15, 8, config, 3)
+  hole, generated = photos_lib.user_hole("center", relative, 15, 8, config, 3)
   assert generated
   centre = masks_lib.eval_mask("center", 16, config.seed, 3)
   np.testing.assert_array_equal(hole, nearest(centre, 15, 8))
   with pytest.raises(FileNotFoundError, match="no mask named sub/other"):
-    inpaint.user_hole(str(tmp_path / "masks"), pathlib.Path("sub/other.png"),
+    photos_lib.user_hole(str(tmp_path / "masks"), pathlib.Path("sub/other.png"),
                       5, 5, config, 0)
   with pytest.raises(ValueError, match="--mask=oval: not a file or folder"):
-    inpaint.user_hole("oval", relative, 5, 5, config, 0)
+    photos_lib.user_hole("oval", relative, 5, 5, config, 0)
 
 
 def test_output_paths():
   one = [pathlib.Path("face.jpg")]
   many = [pathlib.Path("a.png"), pathlib.Path("sub/b.png")]
-  assert inpaint.output_paths("out.png", one, 1) == [(["out.png"],
+  assert inpaint_command.output_paths("out.png", one, 1) == [(["out.png"],
                                                       "out_mask.png")]
-  assert inpaint.output_paths("out.PNG", one, 2) == [
+  assert inpaint_command.output_paths("out.PNG", one, 2) == [
       (["out_0.png", "out_1.png", "out_uncertainty.png"], "out_mask.png")]
-  assert inpaint.output_paths("out.png", one, 3, "mean") == [
+  assert inpaint_command.output_paths("out.png", one, 3, "mean") == [
       (["out.png", "out_uncertainty.png"], "out_mask.png")]
-  assert inpaint.output_paths("out.png", one, 1, "mean") == [
+  assert inpaint_command.output_paths("out.png", one, 1, "mean") == [
       (["out.png"], "out_mask.png")]
-  assert inpaint.output_paths("res", many, 1) == [
+  assert inpaint_command.output_paths("res", many, 1) == [
       (["res/a.png"], "res/a_mask.png"),
       (["res/sub/b.png"], "res/sub/b_mask.png")]
   with pytest.raises(ValueError, match="written as PNG"):
-    inpaint.output_paths("out.jpg", one, 1)
+    inpaint_command.output_paths("out.jpg", one, 1)
   with pytest.raises(ValueError, match="names one file but there are 2"):
-    inpaint.output_paths("out.png", many, 1)
+    inpaint_command.output_paths("out.png", many, 1)
   with pytest.raises(ValueError, match="would both be written to res/a.png"):
-    inpaint.output_paths("res", [pathlib.Path("a.png"),
+    inpaint_command.output_paths("res", [pathlib.Path("a.png"),
                                  pathlib.Path("a.jpg")], 1)
   with pytest.raises(ValueError, match="would both be written to "
                      "res/a_mask.png"):
-    inpaint.output_paths("res", [pathlib.Path("a.png"),
+    inpaint_command.output_paths("res", [pathlib.Path("a.png"),
                                  pathlib.Path("a_mask.png")], 1)
 
 
@@ -301,7 +302,7 @@ def inpainted(trained, tmp_path_factory):
     (root / "in" / name).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(
         root / "in" / name)
-  written = inpaint.inpaint_files(helpers.tiny_config(), str(trained),
+  written = inpaint_command.inpaint_files(helpers.tiny_config(), str(trained),
                                   str(root / "in"), "random",
                                   str(root / "out"), num_samples=2)
   return root, written
@@ -336,8 +337,8 @@ def test_uncertainty_maps_are_written_and_zero_outside_the_hole(inpainted):
     colours = np.asarray(Image.open(root / "out" / f"{stem}_uncertainty.png"))
     assert colours.shape == hole.shape + (3,)
     np.testing.assert_array_equal(colours[~hole], np.broadcast_to(
-        inpaint.images.INFERNO[0], colours[~hole].shape))
-    assert (colours[hole] != inpaint.images.INFERNO[0]).any(-1).mean() > 0.9
+        images.INFERNO[0], colours[~hole].shape))
+    assert (colours[hole] != images.INFERNO[0]).any(-1).mean() > 0.9
 
 
 def test_named_masks_are_the_evaluation_masks_stretched(inpainted):
@@ -363,20 +364,20 @@ def test_the_mean_is_the_mean_of_the_samples_and_uncertainty_their_std(
   map is numpy's std of the K model outputs brought to the photo, 0 outside
   the hole."""
   rng = np.random.default_rng(6)
-  photo = inpaint.photo_from_array(rng.integers(0, 256, (20, 27, 3),
+  photo = photos_lib.photo_from_array(rng.integers(0, 256, (20, 27, 3),
                                                 dtype=np.uint8))
   hole = rectangle_hole(20, 27, 4, 6, 10, 12)
   inside = hole[..., 0] == 1
   samples, = inpainter.inpaint([photo], [hole], 4)
   mean, = inpainter.inpaint([photo], [hole], 4, reduce="mean")
   assert len(samples.results) == 4 and len(mean.results) == 1
-  x, m = inpaint.to_model_input(photo.rgb, hole, 16)
+  x, m = photos_lib.to_model_input(photo.rgb, hole, 16)
   drawn = inpainter._sample(x[None], m[None], 0, inference.Purpose.INPAINT,
                             None, 4).samples
   for k in range(4):  # the same draws
-    np.testing.assert_array_equal(samples.results[k], inpaint.from_model_output(
+    np.testing.assert_array_equal(samples.results[k], photos_lib.from_model_output(
         drawn[0, k], photo, hole))
-  np.testing.assert_array_equal(mean.results[0], inpaint.from_model_output(
+  np.testing.assert_array_equal(mean.results[0], photos_lib.from_model_output(
       np.where(m > 0.5, drawn[0].astype(np.float64).mean(0), x), photo, hole))
   stack = np.stack(samples.results).astype(np.float64)
   assert np.abs(mean.results[0] - stack[0])[inside].mean() > 3
@@ -386,7 +387,7 @@ def test_the_mean_is_the_mean_of_the_samples_and_uncertainty_their_std(
   std = samples.uncertainty[..., 0]
   np.testing.assert_array_equal(std[~inside], 0)
   numpy_std = np.sqrt(np.var(drawn[0].astype(np.float64), 0, ddof=1).mean(-1))
-  np.testing.assert_allclose(samples.uncertainty, inpaint.uncertainty_at_photo(
+  np.testing.assert_allclose(samples.uncertainty, photos_lib.uncertainty_at_photo(
       np.where(m[..., 0] > 0.5, numpy_std, 0)[..., None], m, hole), atol=1e-6)
   assert (std[inside] > 0).mean() > 0.9
   single, = inpainter.inpaint([photo], [hole], 1)
@@ -397,18 +398,18 @@ def test_the_mean_is_the_mean_of_the_samples_and_uncertainty_their_std(
 def test_a_composite_changes_only_how_the_same_samples_join_the_photo(
     inpainter):
   rng = np.random.default_rng(7)
-  photo = inpaint.photo_from_array(rng.integers(0, 256, (20, 27, 3),
+  photo = photos_lib.photo_from_array(rng.integers(0, 256, (20, 27, 3),
                                                 dtype=np.uint8))
   hole = rectangle_hole(20, 27, 4, 6, 10, 12)
   pasted, = inpainter.inpaint([photo], [hole], 2)
   blended, = inpainter.inpaint([photo], [hole], 2, composite="poisson")
-  x, m = inpaint.to_model_input(photo.rgb, hole, 16)
+  x, m = photos_lib.to_model_input(photo.rgb, hole, 16)
   drawn = inpainter._sample(x[None], m[None], 0, inference.Purpose.INPAINT,
                             None, 2).samples
   for k in range(2):
     np.testing.assert_array_equal(blended.results[k], compositing.poisson(
         photo.pixels, pasted.results[k], hole[..., 0] == 1))
-    np.testing.assert_array_equal(pasted.results[k], inpaint.from_model_output(
+    np.testing.assert_array_equal(pasted.results[k], photos_lib.from_model_output(
         drawn[0, k], photo, hole))
   np.testing.assert_array_equal(blended.uncertainty, pasted.uncertainty)
   with pytest.raises(ValueError, match="--composite=blur: expected one of "
@@ -436,7 +437,7 @@ def test_sample_files_draw_different_images_whatever_the_calls(
     unconditional, tmp_path):
   """8 samples written in two calls of 4 are the 8 drawn in one call."""
   config, workdir, inpainter = unconditional
-  written = inpaint.sample_files(config, str(workdir), str(tmp_path / "s"), 8)
+  written = inpaint_command.sample_files(config, str(workdir), str(tmp_path / "s"), 8)
   assert [pathlib.Path(p).name for p in written] == [
       f"sample_000{i}.png" for i in range(8)]
   samples = np.stack([np.asarray(Image.open(p)) for p in written])
@@ -451,7 +452,7 @@ def test_repaint_inpainting_keeps_the_known_pixels(unconditional):
   pixels = rng.integers(0, 256, (20, 27, 3), dtype=np.uint8)
   hole = rectangle_hole(20, 27, 5, 5, 9, 12)
   inside = hole[..., 0] == 1
-  inpainted, = inpainter.inpaint([inpaint.photo_from_array(pixels)], [hole],
+  inpainted, = inpainter.inpaint([photos_lib.photo_from_array(pixels)], [hole],
                                  num_samples=4)
   results = inpainted.results
   for result in results:
@@ -472,7 +473,7 @@ def test_a_sampler_call_holds_batch_size_images_whatever_k():
 
 def test_sampling_refuses_a_conditional_model(tmp_path):
   with pytest.raises(ValueError, match="conditioning='none'"):
-    inpaint.sample_files(helpers.tiny_config(), str(tmp_path), str(tmp_path),
+    inpaint_command.sample_files(helpers.tiny_config(), str(tmp_path), str(tmp_path),
                          2)
 
 
@@ -482,9 +483,9 @@ def test_the_uncertainty_map_keeps_its_level_up_to_the_hole_s_edge():
   plain bilinear resize blends in the zeros outside it)."""
   hole = np.zeros((128, 128, 1), np.float32)
   hole[32:96, 32:96] = 1
-  model_hole = inpaint.hole_at_size(hole, 16)
+  model_hole = photos_lib.hole_at_size(hole, 16)
   std = np.where(model_hole > 0.5, 0.25, 0.0).astype(np.float32)
-  big = inpaint.uncertainty_at_photo(std, model_hole, hole)
+  big = photos_lib.uncertainty_at_photo(std, model_hole, hole)
   inside = hole[..., 0] > 0.5
   np.testing.assert_allclose(big[..., 0][inside], 0.25, rtol=1e-6)
   np.testing.assert_array_equal(big[..., 0][~inside], 0)

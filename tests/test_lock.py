@@ -1,37 +1,17 @@
 """The workdir lock: one run at a time, and never stuck after a kill -9."""
 
 import os
-import pathlib
 import signal
 import socket
-import subprocess
-import sys
 
 import pytest
 
+from command_helpers import hold_elsewhere
 from ffc_ddpm import lock
-
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-HOLD = ("import sys, time\n"
-        "from ffc_ddpm import lock\n"
-        "held = lock.hold_workdir(sys.argv[1])\n"
-        "held.__enter__()\n"
-        "print('held', flush=True)\n"
-        "time.sleep(300)\n")
-
-
-def _holder(workdir: pathlib.Path) -> subprocess.Popen:
-  """Another process that takes the workdir and keeps it."""
-  process = subprocess.Popen(
-      [sys.executable, "-c", HOLD, str(workdir)], cwd=ROOT,
-      env=dict(os.environ, JAX_PLATFORMS="cpu"), stdout=subprocess.PIPE,
-      text=True)
-  assert process.stdout.readline() == "held\n"
-  return process
 
 
 def test_a_second_run_is_refused_naming_the_holder(tmp_path):
-  holder = _holder(tmp_path)
+  holder = hold_elsewhere(tmp_path)
   try:
     with pytest.raises(lock.WorkdirBusyError) as error:
       with lock.hold_workdir(str(tmp_path)):
@@ -46,7 +26,7 @@ def test_a_second_run_is_refused_naming_the_holder(tmp_path):
 
 
 def test_a_holder_killed_with_sigkill_leaves_nothing_stuck(tmp_path):
-  holder = _holder(tmp_path)
+  holder = hold_elsewhere(tmp_path)
   holder.send_signal(signal.SIGKILL)
   holder.wait()
   assert (tmp_path / lock.LOCK_NAME).read_text().split()[0] == str(holder.pid)

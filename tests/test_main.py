@@ -11,16 +11,10 @@ from PIL import Image
 import pytest
 
 import inference_helpers as helpers
+from command_helpers import last_line, run_main, write_photos
 from ffc_ddpm import lock
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def run_main(*args, cwd=ROOT):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run(
-      [sys.executable, "-m", "ffc_ddpm.main", *args], cwd=cwd, env=env,
-      capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize("extra,needle", [
@@ -68,16 +62,11 @@ def test_config_found_from_another_directory(tmp_path):
   assert "config.train.batch_size=0" in result.stderr.strip().splitlines()[-1]
 
 
-def _last_line(result) -> str:
-  assert "Traceback" not in result.stderr, result.stderr[-3000:]
-  return result.stderr.strip().splitlines()[-1]
-
-
 def test_a_held_workdir_is_refused_before_anything_is_written(tmp_path):
   with lock.hold_workdir(str(tmp_path)):
     result = run_main("--config=configs/test.py", f"--workdir={tmp_path}")
   assert result.returncode == 2
-  assert _last_line(result) == (
+  assert last_line(result) == (
       f"error: --workdir={tmp_path} is in use by another run (pid "
       f"{os.getpid()} on host {os.uname().nodename}); wait for it to finish "
       "or use another workdir")
@@ -89,7 +78,7 @@ def test_eval_without_a_checkpoint_creates_nothing(tmp_path):
   result = run_main("--config=configs/test.py", "--mode=eval",
                     f"--workdir={workdir}")
   assert result.returncode == 2
-  assert _last_line(result).startswith(f"error: no checkpoint in {workdir}")
+  assert last_line(result).startswith(f"error: no checkpoint in {workdir}")
   assert not workdir.exists()
 
 
@@ -101,43 +90,32 @@ def model(tmp_path_factory):
                                    tmp_path_factory.mktemp("model"))
 
 
-def _photos(folder, count: int) -> list:
-  folder.mkdir(parents=True, exist_ok=True)
-  rng = np.random.default_rng(0)
-  paths = []
-  for i in range(count):
-    paths.append(folder / f"face_{i}.png")
-    Image.fromarray(rng.integers(0, 256, (20, 24, 3), np.uint8)).save(
-        paths[-1])
-  return paths
-
-
 def test_output_equal_to_image_leaves_the_photo_unchanged(model, tmp_path):
-  photo, = _photos(tmp_path, 1)
+  photo, = write_photos(tmp_path, 1)
   before = photo.read_bytes()
   result = run_main("--config=configs/test.py", "--mode=inpaint",
                     f"--workdir={model}", f"--image={photo}",
                     f"--output={photo}")
   assert result.returncode == 2
-  assert _last_line(result) == (
+  assert last_line(result) == (
       f"error: --output: writing {photo} would overwrite the input {photo}; "
       "choose another --output")
   assert photo.read_bytes() == before
 
 
 def test_an_output_folder_may_not_overwrite_the_inputs(model, tmp_path):
-  photos = _photos(tmp_path / "in", 2)
+  photos = write_photos(tmp_path / "in", 2)
   before = [p.read_bytes() for p in photos]
   result = run_main("--config=configs/test.py", "--mode=inpaint",
                     f"--workdir={model}", f"--image={tmp_path / 'in'}",
                     f"--output={tmp_path / 'in'}")
   assert result.returncode == 2
-  assert "would overwrite the input" in _last_line(result)
+  assert "would overwrite the input" in last_line(result)
   assert [p.read_bytes() for p in photos] == before
 
 
 def test_every_mask_is_checked_before_the_model_loads(model, tmp_path):
-  photos = _photos(tmp_path / "in", 6)
+  photos = write_photos(tmp_path / "in", 6)
   (tmp_path / "masks").mkdir()
   for i, photo in enumerate(photos):
     hole = np.zeros((20, 24), np.uint8)
@@ -150,7 +128,7 @@ def test_every_mask_is_checked_before_the_model_loads(model, tmp_path):
                     f"--mask={tmp_path / 'masks'}",
                     f"--output={tmp_path / 'out'}")
   assert result.returncode == 2
-  assert _last_line(result).startswith(
+  assert last_line(result).startswith(
       f"error: {tmp_path / 'masks' / 'face_5.png'}: a mask must be black")
   assert not (tmp_path / "out").exists()
 
@@ -162,7 +140,7 @@ def test_a_text_file_named_png_is_not_an_image(model, tmp_path):
                     f"--workdir={model}", f"--image={fake}",
                     f"--output={tmp_path / 'out.png'}")
   assert result.returncode == 2
-  assert _last_line(result) == (f"error: {fake}: not an image (Pillow knows "
+  assert last_line(result) == (f"error: {fake}: not an image (Pillow knows "
                                 "no format of its contents)")
 
 
@@ -188,7 +166,7 @@ def test_inpainting_falls_back_from_a_damaged_checkpoint(tmp_path):
   largest = max((p for p in params.rglob("*") if p.is_file()),
                 key=lambda p: p.stat().st_size)
   os.truncate(largest, largest.stat().st_size // 2)
-  photo, = _photos(tmp_path, 1)
+  photo, = write_photos(tmp_path, 1)
   result = run_main("--config=configs/test.py", "--mode=inpaint",
                     f"--workdir={tmp_path / 'run'}", f"--image={photo}",
                     f"--output={tmp_path / 'filled.png'}")
@@ -229,7 +207,7 @@ def test_a_first_evaluation_holds_its_folder(tmp_path):
                       f"--workdir={workdir}")
     assert first.poll() is None, "the first evaluation ended too soon"
     assert second.returncode == 2
-    assert "is in use by another run" in _last_line(second)
+    assert "is in use by another run" in last_line(second)
   finally:
     first.kill()
     first.wait()
@@ -250,4 +228,4 @@ def test_eval_runs_while_training_holds_the_workdir(tmp_path):
     result = run_main("--config=configs/test.py", "--mode=eval",
                       f"--workdir={workdir}")
   assert result.returncode == 2
-  assert "is in use by another run" in _last_line(result)
+  assert "is in use by another run" in last_line(result)

@@ -11,43 +11,21 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 from PIL import Image
 import pytest
 
 import inference_helpers as helpers
-from ffc_ddpm import configuration, evaluate, inpaint, lock
+from command_helpers import hold_elsewhere, last_line, run_main
+from command_helpers import write_photos
+from ffc_ddpm import configuration, evaluate, inpaint, inpaint_command, lock
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def run_main(*args, cwd=ROOT, timeout=300):
-  env = dict(os.environ, JAX_PLATFORMS="cpu")
-  return subprocess.run(
-      [sys.executable, "-m", "ffc_ddpm.main", *args], cwd=cwd, env=env,
-      capture_output=True, text=True, timeout=timeout)
-
-
-def last_line(result) -> str:
-  assert "Traceback" not in result.stderr, result.stderr[-3000:]
-  return result.stderr.strip().splitlines()[-1]
 
 
 def checksums(folder: pathlib.Path) -> dict[str, str]:
   """sha256 of every file under `folder`, by relative path."""
   return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
           for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def photos(folder: pathlib.Path, count: int, size=(20, 24)) -> list:
-  folder.mkdir(parents=True, exist_ok=True)
-  rng = np.random.default_rng(0)
-  paths = []
-  for i in range(count):
-    paths.append(folder / f"face_{i}.png")
-    Image.fromarray(rng.integers(0, 256, size + (3,), np.uint8)).save(
-        paths[-1])
-  return paths
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +41,7 @@ def test_inpainting_ignores_evaluation_masks_that_do_not_exist(model,
   """configs/celeba64.py names folder:../shared/... masks for evaluation;
   a user without that folder still inpaints. The count of written files
   names results and uncertainty maps apart."""
-  photo, = photos(tmp_path, 1)
+  photo, = write_photos(tmp_path, 1)
   result = run_main(
       "--config=configs/test.py", "--mode=inpaint", f"--workdir={model}",
       "--config.eval.masks=('folder:no/such/masks',)",
@@ -134,7 +112,7 @@ def test_evaluation_builds_the_network_the_run_trained(tmp_path):
 
 # ------------------------------------------------------ one writer per output
 def test_a_second_writer_of_an_output_folder_is_refused(model, tmp_path):
-  photo, = photos(tmp_path / "in", 1)
+  photo, = write_photos(tmp_path / "in", 1)
   out = tmp_path / "out"
   with lock.hold_workdir(str(out), flag="--output", what="--output"):
     result = run_main("--config=configs/test.py", "--mode=inpaint",
@@ -158,13 +136,13 @@ def no_model(monkeypatch):
 
 
 def _inpaint(model, image, output, **kwargs):
-  return inpaint.inpaint_files(helpers.tiny_config(), str(model), str(image),
+  return inpaint_command.inpaint_files(helpers.tiny_config(), str(model), str(image),
                                "center", str(output), **kwargs)
 
 
 def test_an_output_folder_that_is_a_file_is_refused(model, tmp_path,
                                                     no_model):
-  photos(tmp_path / "in", 2)
+  write_photos(tmp_path / "in", 2)
   existing = tmp_path / "results"
   existing.write_text("not a folder")
   with pytest.raises(ValueError, match="is a file, not a folder"):
@@ -173,7 +151,7 @@ def test_an_output_folder_that_is_a_file_is_refused(model, tmp_path,
 
 
 def test_an_output_under_a_file_is_refused(model, tmp_path, no_model):
-  photo, = photos(tmp_path, 1)
+  photo, = write_photos(tmp_path, 1)
   (tmp_path / "notes").write_text("a file")
   with pytest.raises(ValueError, match=r"notes is a file, so no folder can "
                      "be made under it"):
@@ -182,7 +160,7 @@ def test_an_output_under_a_file_is_refused(model, tmp_path, no_model):
 
 def test_an_output_without_permission_is_refused(model, tmp_path, no_model,
                                                  monkeypatch):
-  photo, = photos(tmp_path, 1)
+  photo, = write_photos(tmp_path, 1)
   locked = tmp_path / "locked"
   locked.mkdir(mode=0o500)
   if os.geteuid() == 0:  # root writes anywhere: ask as a user would be told
@@ -196,7 +174,7 @@ def test_an_output_without_permission_is_refused(model, tmp_path, no_model,
 
 def test_an_existing_result_is_replaced_only_with_overwrite(model, tmp_path,
                                                             no_model):
-  photo, = photos(tmp_path, 1)
+  photo, = write_photos(tmp_path, 1)
   existing = tmp_path / "filled.png"
   existing.write_bytes(b"an earlier result")
   with pytest.raises(ValueError, match=r"1 result file\(s\) exist already "
@@ -209,7 +187,7 @@ def test_an_existing_result_is_replaced_only_with_overwrite(model, tmp_path,
 
 def test_an_output_that_is_neither_png_nor_folder_is_refused(model, tmp_path,
                                                              no_model):
-  photo, = photos(tmp_path, 1)
+  photo, = write_photos(tmp_path, 1)
   with pytest.raises(ValueError, match="expected a .png file name or a "
                      "folder"):
     _inpaint(model, photo, tmp_path / "x.txt")
@@ -217,7 +195,7 @@ def test_an_output_that_is_neither_png_nor_folder_is_refused(model, tmp_path,
 
 
 def test_overwrite_flag_replaces_an_existing_result(model, tmp_path):
-  photo, = photos(tmp_path, 1)
+  photo, = write_photos(tmp_path, 1)
   out = tmp_path / "filled.png"
   out.write_bytes(b"old")
   result = run_main("--config=configs/test.py", "--mode=inpaint",
@@ -229,35 +207,24 @@ def test_overwrite_flag_replaces_an_existing_result(model, tmp_path):
 
 # ------------------------------------------ earlier outputs are not inputs
 def test_results_inside_the_image_folder_are_not_inputs(tmp_path):
-  photos(tmp_path, 2)
+  write_photos(tmp_path, 2)
   earlier = tmp_path / "filled"
   earlier.mkdir()
   Image.new("RGB", (8, 8)).save(earlier / "face_0.png")
-  root, relatives = inpaint.list_images(str(tmp_path), str(earlier))
+  root, relatives = inpaint_command.list_images(str(tmp_path), str(earlier))
   assert root == tmp_path
   assert [str(r) for r in relatives] == ["face_0.png", "face_1.png"]
-  _, everything = inpaint.list_images(str(tmp_path))
+  _, everything = inpaint_command.list_images(str(tmp_path))
   assert len(everything) == 3
 
 
 # ---------------------------------------------------- evaluation's own lock
-HOLD = ("import sys, time\n"
-        "from ffc_ddpm import lock\n"
-        "held = lock.hold_workdir(sys.argv[1])\n"
-        "held.__enter__()\n"
-        "print('held', flush=True)\n"
-        "time.sleep(300)\n")
-
-
 def test_evaluation_after_training_holds_the_eval_folder(tmp_path):
   """`evaluate` itself (which training calls when eval_after_train) takes
   WORKDIR/eval's lock, so it never writes beside a separate --mode=eval."""
   helpers.random_checkpoint(helpers.tiny_config(), tmp_path)
-  holder = subprocess.Popen([sys.executable, "-c", HOLD,
-                             str(tmp_path / "eval")], cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
+  holder = hold_elsewhere(tmp_path / "eval")
   try:
-    assert holder.stdout.readline() == "held\n"
     with pytest.raises(lock.WorkdirBusyError, match="is in use by another"):
       evaluate.evaluate(helpers.tiny_config(), str(tmp_path))
     assert sorted(p.name for p in (tmp_path / "eval").iterdir()) == [
@@ -270,7 +237,7 @@ def test_evaluation_after_training_holds_the_eval_folder(tmp_path):
 # ------------------------------------------------------------------ Ctrl-C
 def test_ctrl_c_ends_in_one_line_naming_what_was_written(model, tmp_path):
   folder = tmp_path / "in"
-  photos(folder, 64)
+  write_photos(folder, 64)
   out = tmp_path / "out"
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   process = subprocess.Popen(

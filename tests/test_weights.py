@@ -14,8 +14,9 @@ from PIL import Image
 import pytest
 
 import inference_helpers as helpers
-from ffc_ddpm import configuration, evaluate, inference, inpaint, parallel
-from ffc_ddpm import weights
+from ffc_ddpm import configuration, evaluate, inference, inpaint
+from ffc_ddpm import inpaint_command, parallel, weights
+from ffc_ddpm import photos as photos_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -166,7 +167,7 @@ def test_inpainting_from_the_file_equals_inpainting_from_the_workdir(
     exported):
   workdir, out, _ = exported
   rng = np.random.default_rng(3)
-  photo = inpaint.photo_from_array(rng.integers(0, 256, (16, 16, 3),
+  photo = photos_lib.photo_from_array(rng.integers(0, 256, (16, 16, 3),
                                                 dtype=np.uint8))
   hole = np.zeros((16, 16, 1), np.float32)
   hole[4:12, 3:11] = 1
@@ -206,8 +207,8 @@ def test_the_command_inpaints_from_the_file_without_a_workdir(exported,
   assert "model.model_channels: 64 -> 32" in result.stderr
   config = helpers.tiny_config()
   expected, = inpaint.Inpainter(config, None, weights_file=str(out)).inpaint(
-      [inpaint.photo_from_array(photo)],
-      [inpaint.named_hole("center", 16, 16, config, 0)])
+      [photos_lib.photo_from_array(photo)],
+      [photos_lib.named_hole("center", 16, 16, config, 0)])
   np.testing.assert_array_equal(
       np.asarray(Image.open(tmp_path / "filled.png")), expected.results[0])
 
@@ -240,7 +241,7 @@ def test_sampling_from_the_file_draws_what_the_workdir_draws(tmp_path):
                                dtype="float16")
   assert (meta["source"], meta["dtype"]) == ("params", "float16")
   from_workdir = inpaint.Inpainter(config, str(workdir)).sample(4)
-  from_file = inpaint.sample_files(
+  from_file = inpaint_command.sample_files(
       weights.model_config(helpers.tiny_config(), meta, "u.npz")[0], None,
       str(tmp_path / "s"), 4, weights_file=str(tmp_path / "u.npz"))
   drawn = np.stack([np.asarray(Image.open(p)) for p in from_file])

@@ -15,7 +15,6 @@ file. A workdir's config is --config, else the run's config.json (or a
 converted checkpoint's config.py). weights/README.md shows how to run them.
 """
 
-import pathlib
 import sys
 
 from absl import app
@@ -24,21 +23,6 @@ from ml_collections import config_flags
 
 from ffc_ddpm import configuration, export
 
-DEFAULT_CONFIG = (pathlib.Path(__file__).resolve().parents[1] / "configs" /
-                  "default.py")
-
-
-def weights_config(config, path: str):
-  """--weights' config: `config` (default: configs/default.py with the
-  file's eval settings) with the file's model."""
-  from ffc_ddpm import weights  # pylint: disable=g-import-not-at-top
-  meta = weights.read_metadata(path)
-  if config is None:
-    base = configuration.load_config(str(DEFAULT_CONFIG))
-    config, _ = weights.with_fields(
-        base, [(f"eval.{k}", v) for k, v in meta["config"]["eval"].items()],
-        f"--weights={path}")
-  return weights.model_config(config, meta, path)[0]
 
 
 def workdir_config(config, workdir: str):
@@ -102,7 +86,8 @@ def main(argv) -> None:
              "file holds one step")
   try:
     if _WEIGHTS.value:
-      config = weights_config(_CONFIG.value, _WEIGHTS.value)
+      from ffc_ddpm import weights  # pylint: disable=g-import-not-at-top
+      config = weights.file_config(_WEIGHTS.value, _CONFIG.value)
     else:
       config = workdir_config(_CONFIG.value, _WORKDIR.value)
     meta = export_files(configuration.validate(config), _OUT.value,

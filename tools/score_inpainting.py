@@ -34,7 +34,8 @@ from absl import flags
 import numpy as np
 
 from ffc_ddpm import baselines as baselines_lib
-from ffc_ddpm import files, inpaint, metrics
+from ffc_ddpm import files, inpaint, inpaint_command, metrics
+from ffc_ddpm import photos as photos_lib
 from ffc_ddpm.data import images as image_files
 
 ONE, MEAN = "one sample", "mean of K"
@@ -53,12 +54,12 @@ def read_hole(mask: str, relative: pathlib.Path, generated: str,
   """The hole (H, W, 1) the inpaint command used for one photo: its mask
   file (resized nearest neighbour, as the command does), or the mask it
   generated from a protocol name and wrote beside the results."""
-  source = inpaint.mask_source(mask, relative)
+  source = photos_lib.mask_source(mask, relative)
   path = str(source) if source is not None else generated
   if not os.path.isfile(path):
     raise FileNotFoundError(f"--mask={mask}: no generated mask {path} (was "
                             "--output the inpaint command's?)")
-  return inpaint.file_hole(path, *size)
+  return photos_lib.file_hole(path, *size)
 
 
 def read_result(path: str, size: tuple[int, int]) -> np.ndarray:
@@ -77,12 +78,12 @@ def score_photos(image: str, mask: str, output: str, num_samples: int = 1,
                  reduce: str = "none", baselines=("biharmonic",)) -> dict:
   """{"methods": {method: {psnr, ssim}}, "photos": [...]}: the mean scores
   of each method over the photos, and each photo's own."""
-  root, relatives = inpaint.list_images(image, output)
-  targets = inpaint.output_paths(output, relatives, num_samples, reduce)
+  root, relatives = inpaint_command.list_images(image, output)
+  targets = inpaint_command.output_paths(output, relatives, num_samples, reduce)
   num_results = 1 if reduce == "mean" else num_samples
   photos = []
   for relative, (paths, generated) in zip(relatives, targets):
-    original = inpaint.read_photo(str(root / relative)).rgb
+    original = photos_lib.read_photo(str(root / relative)).rgb
     size = original.shape[:2]
     hole = read_hole(mask, relative, generated, size)
     results = [read_result(p, size) for p in paths[:num_results]]
