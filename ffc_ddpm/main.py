@@ -89,6 +89,7 @@ _WEIGHTS = flags.DEFINE_string(
 # appear with --verbosity=1.
 _SHOWN_SOURCES = ("clu/metric_writers/logging_writer.py",
                   "clu/platform/local.py", "clu/parameter_overview.py")
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep  # our lines
 _TIMING_SCALARS = re.compile(r"\[\d+\] (steps_per_sec|uptime)=")
 
 
@@ -96,9 +97,9 @@ def quiet_log(record: std_logging.LogRecord) -> bool:
   """Whether a log record is shown at the default verbosity."""
   if record.levelno >= std_logging.WARNING:
     return True
-  path = record.pathname.replace(os.sep, "/")
-  if "/ffc_ddpm/" in path:
+  if os.path.abspath(record.pathname).startswith(_PACKAGE):
     return True
+  path = record.pathname.replace(os.sep, "/")
   if path.endswith(_SHOWN_SOURCES):  # the loss, steps/s and ETA, the table
     return not _TIMING_SCALARS.match(record.getMessage())
   return False

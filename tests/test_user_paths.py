@@ -285,3 +285,32 @@ def test_training_prints_progress_not_library_chatter(tmp_path):
                    "--config.train.eval_after_train=False", "--log_parameters")
   assert again.returncode == 0, again.stderr[-3000:]
   assert "Total:" in again.stderr and "Total:" not in result.stderr
+
+
+def test_the_quiet_log_tells_our_lines_from_the_libraries():
+  """Decided by where a record comes from: this package's files (not a
+  library that merely lies under a folder named ffc_ddpm, as a clone's
+  .venv does), warnings from anywhere, and clu's loss and progress lines."""
+  script = """
+import logging, os, sys
+from ffc_ddpm import main
+def record(path, message, level=logging.INFO):
+  return logging.LogRecord("absl", level, path, 1, message, None, None)
+clone_venv = os.path.join(os.sep, "home", "me", "ffc_ddpm", ".venv", "lib",
+                          "site-packages")  # a clone named ffc_ddpm
+cases = [
+    (main.__file__, "Saving the checkpoint of step 2", True),
+    (os.path.join(clone_venv, "orbax", "checkpoint", "manager.py"),
+     "Found 0 checkpoint steps", False),
+    (os.path.join(clone_venv, "clu", "metric_writers", "logging_writer.py"),
+     "[100] loss=0.5", True),
+    (os.path.join(clone_venv, "clu", "metric_writers", "logging_writer.py"),
+     "[100] steps_per_sec=3.1", False),
+]
+shown = [main.quiet_log(record(p, m)) for p, m, _ in cases]
+warning = main.quiet_log(record(cases[1][0], "disk full", logging.WARNING))
+print(shown == [want for _, _, want in cases] and warning)
+"""
+  result = subprocess.run([sys.executable, "-c", script], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+  assert result.stdout.strip() == "True", result.stderr[-2000:]
