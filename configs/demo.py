@@ -47,7 +47,7 @@ def get_config():
   config.train.learning_rate = 2e-3
   config.train.warmup_steps = 50
   config.train.ema_decay = 0.999
-  config.train.log_every = 100
+  config.train.log_every = 200  # the loss and ETA nine times: a short screen
   config.train.checkpoint_every = 900
   config.train.keep_every = 0
   # The final evaluation scores the model and writes its grids.
