@@ -39,21 +39,11 @@ import gradio as gr
 import numpy as np
 
 from ffc_ddpm import compositing, configuration, images, inference, inpaint
-from ffc_ddpm import main as command
 from ffc_ddpm import models, weights
 from ffc_ddpm import photos as photos_lib
 from ffc_ddpm.data import masks
 
 os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # read when Gradio would send
-
-_HOST = flags.DEFINE_string(
-    "host", "127.0.0.1", "Address to listen on; 0.0.0.0 opens the page to "
-    "the network.")
-_PORT = flags.DEFINE_integer(
-    "port", None, "Port (default: the first free one from 7860).")
-_WARM_UP = flags.DEFINE_bool(
-    "warm_up", True, "Compile the sampler for the default K while the first "
-    "photo is chosen, so that its result comes without waiting for it.")
 
 # The inpaint command's flags that choose the model; the page sets the rest.
 MODEL_FLAGS = ("config", "workdir", "weights", "step", "compilation_cache")
@@ -369,8 +359,24 @@ def launch(blocks: gr.Blocks, host: str = "127.0.0.1",
 
 
 # ------------------------------------------------------------- command
+def define_flags() -> None:
+  """The page's own flags beside the inpaint command's (`ffc_ddpm.main`),
+  defined only when it runs as a program, so that tests and notebooks can
+  import this module beside other tools' flags."""
+  global _HOST, _PORT, _WARM_UP
+  _HOST = flags.DEFINE_string(
+      "host", "127.0.0.1", "Address to listen on; 0.0.0.0 opens the page to "
+      "the network.")
+  _PORT = flags.DEFINE_integer(
+      "port", None, "Port (default: the first free one from 7860).")
+  _WARM_UP = flags.DEFINE_bool(
+      "warm_up", True, "Compile the sampler for the default K while the "
+      "first photo is chosen, so that its result comes without waiting.")
+
+
 def model_config():
   """The config the flags name, checked as the inpaint command checks it."""
+  from ffc_ddpm import main as command  # pylint: disable=g-import-not-at-top
   values = flags.FLAGS
   extra = [f"--{f.name}" for f in values.get_flags_for_module(command)
            if f.present and f.name not in MODEL_FLAGS]
@@ -396,6 +402,7 @@ def model_config():
 
 
 def main(argv) -> None:
+  from ffc_ddpm import main as command  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     command._fail(f"unexpected arguments: {' '.join(argv[1:])}")  # pylint: disable=protected-access
   values = flags.FLAGS
@@ -426,4 +433,6 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
+  from ffc_ddpm import main as command  # pylint: disable=g-import-not-at-top
+  define_flags()
   absl_app.run(main, flags_parser=command.parse_flags)

@@ -13,6 +13,8 @@ import os
 import pathlib
 import socket
 import struct
+import subprocess
+import sys
 import time
 import types
 import zlib
@@ -364,15 +366,17 @@ def test_a_request_without_a_photo_gets_one_message(served, tmp_path):
      "--weights=FILE, or --config and --workdir: the model to serve"),
 ])
 def test_flags_that_name_no_model_or_set_what_the_page_sets_are_refused(
-    argv, needle, monkeypatch):
-  monkeypatch.chdir(helpers.ROOT)
-  values = app.flags.FLAGS
-  try:
-    values(["app", *argv])
-    with pytest.raises(ValueError, match=needle):
-      app.model_config()
-  finally:
-    values.unparse_flags()
+    argv, needle):
+  """In a process of its own, as users run it (the command's absl flags
+  would meet other tools' in this one)."""
+  result = subprocess.run(
+      [sys.executable, "-m", "ffc_ddpm.app", *argv], cwd=helpers.ROOT,
+      env=dict(os.environ, JAX_PLATFORMS="cpu"), capture_output=True,
+      text=True, timeout=300)
+  assert result.returncode == 2
+  assert "Traceback" not in result.stderr
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and needle in last, result.stderr[-2000:]
 
 
 def test_without_a_config_a_weights_file_brings_its_own(monkeypatch):

@@ -26,7 +26,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from ffc_ddpm import configuration, inpaint_command, main
+from ffc_ddpm import configuration, inpaint_command, weights
 from ffc_ddpm.data import synthetic
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -187,8 +187,8 @@ def check_equal_to_the_command(downloads, upload: pathlib.Path,
   that `--config=configs/celeba64.py --weights=...` gives) on the same
   photo and the page's mask file: the samples and the uncertainty map
   (reduce "none") and the mean (reduce "mean"), byte for byte."""
-  config = main.config_of_weights(configuration.load_config(
-      str(ROOT / "configs" / "celeba64.py")), str(RELEASED))
+  config = weights.file_config(str(RELEASED), configuration.load_config(
+      str(ROOT / "configs" / "celeba64.py")))
   written = {}
   for reduce in ("none", "mean"):
     for path in inpaint_command.inpaint_files(
