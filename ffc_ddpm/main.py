@@ -14,10 +14,6 @@ import os
 import re
 import sys
 
-# TensorFlow (read by the data sources) logs its own C++ INFO lines unless
-# told otherwise, before any flag is read.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-
 from absl import app
 from absl import flags
 from absl import logging
