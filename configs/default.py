@@ -80,6 +80,10 @@ def get_config() -> ml_collections.ConfigDict:
   # concat: Palette-style conditional model fed (x_t, masked image, mask);
   # none: unconditional model, inpainting by RePaint sampling.
   diffusion.conditioning = "concat"
+  # What the condition holds in the hole: zeros (the paper, Palette) or
+  # harmonic, the smooth fill of its border (process.harmonic_fill), so
+  # the network learns what a classical fill misses.
+  diffusion.prefill = "zeros"
   diffusion.loss = "mse"  # mse | l1 on the predicted noise
   diffusion.loss_region = "hole"  # hole (the paper) | full
   # What the summed error is divided by: hole = the values of the region
@@ -124,6 +128,10 @@ def get_config() -> ml_collections.ConfigDict:
   # ----------------------------------------------------------------- train
   train = config.train = ml_collections.ConfigDict()
   train.num_steps = 500_000
+  # A weights file (tools/export_weights.py) whose parameters start a new
+  # run instead of random ones, e.g. a 64x64 model for a 128x128 run of the
+  # same network ("" = random; a run resuming its checkpoint ignores it).
+  train.init_weights = ""
   train.batch_size = 32  # global, over all devices and hosts
   train.optimizer = "adam"  # adam | adamw
   train.learning_rate = 1e-4  # peak, after warm-up

@@ -150,6 +150,7 @@ _RANGES = {
     "diffusion.beta_start": _number(0, 1, lo_open=True, hi_open=True),
     "diffusion.beta_end": _number(0, 1, lo_open=True, hi_open=True),
     "diffusion.conditioning": _choice("concat", "none"),
+    "diffusion.prefill": _choice("zeros", "harmonic"),
     "diffusion.loss": _choice("mse", "l1"),
     "diffusion.loss_region": _choice("hole", "full"),
     "diffusion.loss_normalisation": _choice("hole", "all"),

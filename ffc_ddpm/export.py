@@ -55,7 +55,8 @@ def denoiser_function(config, model) -> Callable:
   apply = inference.inference_apply(model)
   if config.diffusion.conditioning == "concat":
     return lambda params, x, level, masked, mask: apply(
-        params, x, level, process.inpainting_condition(masked, mask)
+        params, x, level,
+        process.inpainting_condition(masked, mask, config.diffusion.prefill)
     ).astype(jnp.float32)
   return lambda params, x, level: apply(params, x, level, None).astype(
       jnp.float32)

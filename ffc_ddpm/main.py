@@ -175,6 +175,11 @@ def check_mode_settings(config, mode: str) -> None:
     raise UsageError(f"config.eval.masks: {e}") from None
   if mode == "train":
     configuration.check_data_path(config)
+    from ffc_ddpm import train, weights  # pylint: disable=g-import-not-at-top
+    try:
+      train.initial_params(config, models.create_model(config.model))
+    except weights.WeightsError as e:
+      raise UsageError(_one_line(e)) from None
 
 
 def config_of_weights(config, path: str):

@@ -84,6 +84,26 @@ def check_trainable(config) -> None:
         "variances are supported for imported guided-diffusion models only)")
 
 
+def initial_params(config, model) -> dict | None:
+  """The parameters of `train.init_weights` for `model`, as float32 NumPy
+  arrays, or None for a random start; one-line `weights.WeightsError` for a
+  file that is missing, unreadable or holds another network."""
+  path = config.train.init_weights
+  if not path:
+    return None
+  try:
+    meta, params = weights.load(path)
+    abstract = jax.eval_shape(lambda: models.init_params(
+        model, config.model, jax.random.key(0)))
+    weights.check_shapes(params, abstract, path)
+  except weights.WeightsError as e:  # named as the field the user set
+    raise weights.WeightsError(str(e).replace(
+        f"--weights={path}", f"config.train.init_weights={path}", 1)) from None
+  logging.info("Starting from %s of step %d of %s", meta["source"],
+               meta["step"], path)
+  return params
+
+
 def _init_fn(config, model, tx) -> Callable[[], TrainState]:
   def init():
     params = models.init_params(
@@ -113,10 +133,18 @@ def abstract_train_state(config, model, tx, mesh) -> TrainState:
 
 
 def create_train_state(config, model, tx, mesh) -> TrainState:
-  """A fresh state, initialised directly into its shardings."""
+  """A fresh state, initialised directly into its shardings; its weights
+  and EMA are `initial_params` when the config names a file."""
   shardings = jax.tree.map(lambda a: a.sharding,
                            abstract_train_state(config, model, tx, mesh))
-  return jax.jit(_init_fn(config, model, tx), out_shardings=shardings)()
+  state = jax.jit(_init_fn(config, model, tx), out_shardings=shardings)()
+  params = initial_params(config, model)
+  if params is None:
+    return state
+  params = jax.tree.map(lambda p, a: p.astype(a.dtype), params, state.params)
+  # two copies: the step donates both trees, so they may not share buffers
+  return state.replace(params=jax.device_put(params, shardings.params),
+                       ema_params=jax.device_put(params, shardings.ema_params))
 
 
 def checkpoint_items(state: TrainState) -> dict[str, Any]:
@@ -192,6 +220,7 @@ def make_train_step(config, model, diffusion, tx) -> Callable:
       return losses.inpainting_loss(
           apply_fn, params, diffusion, batch["image"], batch["mask"],
           noise_key, conditioning=config.diffusion.conditioning,
+          prefill=config.diffusion.prefill,
           noise_conditioning=config.model.noise_conditioning,
           kind=config.diffusion.loss, region=config.diffusion.loss_region,
           normalisation=config.diffusion.loss_normalisation)

@@ -1,12 +1,14 @@
 """Configs load, validate, and name the field when a value is wrong."""
 
+import os
 import pathlib
 
 import pytest
 
-from ffc_ddpm import configuration
+from ffc_ddpm import configuration, weights
 
-CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
 
 
 def load(name):
@@ -18,8 +20,7 @@ def test_embedded_configs_validate(name):
   configuration.validate(load(name))
 
 
-@pytest.mark.parametrize("name", ["celebahq", "celebahq_noffc", "celeba64",
-                                  "celeba128"])
+@pytest.mark.parametrize("name", ["celebahq", "celebahq_noffc", "celeba64"])
 def test_real_face_configs_need_the_data_path_to_train_not_to_inpaint(
     name, tmp_path):
   """Training and evaluation read data.path; inpainting users' photos with a
@@ -30,6 +31,20 @@ def test_real_face_configs_need_the_data_path_to_train_not_to_inpaint(
     configuration.check_data_path(config)
   config.data.path = str(tmp_path)
   configuration.check_data_path(config)
+
+
+def test_the_128_config_mixes_crops_and_aligned_people_from_the_64_weights():
+  config = configuration.validate(load("celeba128"))
+  folders = config.data.path.split(",")
+  assert [os.path.basename(f) for f in folders] == ["celeba_crops_128",
+                                                    "celeba_aligned_128"]
+  assert config.data.identities.split(",")[0] == ""
+  assert config.data.test_identities > 0 and config.data.val_identities > 0
+  start = weights.file_config(str(ROOT / config.train.init_weights))
+  assert start.model.to_dict() == dict(
+      config.model.to_dict(), image_size=start.data.image_size,
+      attention_resolutions=tuple(r // 2 for r in
+                                  config.model.attention_resolutions))
 
 
 def test_paper_config_is_the_paper():

@@ -24,8 +24,8 @@ import pytest
 import skimage.metrics
 
 import training_runs as runs
-from ffc_ddpm import checkpoint, configuration, lock, models, parallel, train
-from ffc_ddpm import training_monitor
+from ffc_ddpm import checkpoint, configuration, models, parallel, train
+from ffc_ddpm import training_monitor, weights
 from ffc_ddpm.data import pipeline
 from ffc_ddpm.diffusion import losses, process
 
@@ -120,6 +120,65 @@ def test_learn_sigma_is_refused_before_anything_runs(tmp_path):
   assert not list(tmp_path.iterdir())
 
 
+def _step_and_batch(config, model, tx, state, mesh):
+  """The jitted train step for `state` and the first batch of the data."""
+  step_fn = train.jit_train_step(
+      train.make_train_step(config, model, process.from_config(
+          config.diffusion), tx),
+      jax.tree.map(lambda x: x.sharding, state), mesh)
+  return step_fn, parallel.global_batch(
+      next(pipeline.create_train_iterator(config, mesh)), mesh)
+
+
+def _weights_file(path, config, seed=5):
+  """A weights file of `config`'s network with parameters of `seed`."""
+  params = models.init_params(models.create_model(config.model), config.model,
+                              jax.random.key(seed))
+  weights.save(str(path), params, config, 7, "ema_params")
+  return jax.device_get(params)
+
+
+def test_init_weights_start_a_run_at_another_image_size(tmp_path):
+  """A 16x16 network's weights start a 32x32 run of the same network (its
+  attention one level up, at 16 instead of 8): weights and EMA are the
+  file's, exactly; optimizer moments and step start afresh."""
+  small = _config()
+  small.model.channel_mult, small.model.attention_resolutions = (1, 2), (8,)
+  stored = _weights_file(tmp_path / "small.npz", small)
+  config = _config(init_weights=str(tmp_path / "small.npz"))
+  config.model.channel_mult = (1, 2)
+  config.data.image_size = 32
+  config.model.attention_resolutions = (16,)
+  model = models.create_model(config.model)
+  tx = train.create_optimizer(config.train)
+  mesh = parallel.create_mesh()
+  started = train.create_train_state(config, model, tx, mesh)
+  state = jax.device_get(started)
+  step_fn, batch = _step_and_batch(config, model, tx, started, mesh)
+  stepped, _ = step_fn(started, batch)  # the step may donate both trees
+  assert int(stepped.step) == 1
+  for got in (state.params, state.ema_params):
+    jax.tree.map(np.testing.assert_array_equal, got, stored)
+  assert int(state.step) == 0
+  moments = jax.tree.leaves(state.opt_state)
+  assert moments and not any(np.any(m) for m in moments
+                             if np.asarray(m).dtype.kind == "f")
+  config.train.init_weights = ""
+  fresh = jax.device_get(train.create_train_state(config, model, tx, mesh))
+  assert not all(jax.tree.leaves(jax.tree.map(np.array_equal, fresh.params,
+                                              stored)))
+
+
+def test_init_weights_of_another_network_are_refused(tmp_path):
+  other = _config()
+  other.model.model_channels = 64
+  _weights_file(tmp_path / "wide.npz", other)
+  config = _config(init_weights=str(tmp_path / "wide.npz"))
+  with pytest.raises(weights.WeightsError,
+                     match=r"config.train.init_weights=.*wide.npz: .* shape"):
+    train.initial_params(config, models.create_model(config.model))
+
+
 def test_periodic_work_and_last_step():
   due = [s for s in range(1, 11) if train.is_time(s, 4, 10)]
   assert due == [4, 8, 10]
@@ -193,12 +252,7 @@ def overfit():
   tx = train.create_optimizer(config.train)
   state = train.create_train_state(config, model, tx, mesh)
   abstract = train.abstract_train_state(config, model, tx, mesh)
-  step_fn = train.jit_train_step(
-      train.make_train_step(config, model, process.from_config(
-          config.diffusion), tx),
-      jax.tree.map(lambda x: x.sharding, state), mesh)
-  batch = parallel.global_batch(
-      next(pipeline.create_train_iterator(config, mesh)), mesh)
+  step_fn, batch = _step_and_batch(config, model, tx, state, mesh)
   before = jax.device_get(state)
   first, history = None, []
   for _ in range(25):

@@ -75,6 +75,17 @@ def test_an_image_size_the_unet_cannot_halve_is_named(tmp_path):
   assert not workdir.exists()
 
 
+def test_missing_init_weights_are_named_before_any_compute(tmp_path):
+  workdir = tmp_path / "run"
+  missing = tmp_path / "celeba64.npz"
+  result = run_main("--config=configs/test.py", f"--workdir={workdir}",
+                    f"--config.train.init_weights={missing}")
+  assert result.returncode == 2
+  assert last_line(result) == (
+      f"error: config.train.init_weights={missing}: no such file")
+  assert not workdir.exists()
+
+
 # ------------------------------------------------- a refused run changes nothing
 def test_a_refused_resume_leaves_the_workdir_byte_identical(tmp_path_factory,
                                                             tmp_path):

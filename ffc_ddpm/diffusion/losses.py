@@ -109,7 +109,7 @@ def check_loss_options(conditioning: str, region: str) -> None:
 
 def inpainting_loss(apply_fn: Callable, params, diffusion: process.Diffusion,
                     x0: jax.Array, mask: jax.Array, key: jax.Array, *,
-                    conditioning: str = "concat",
+                    conditioning: str = "concat", prefill: str = "zeros",
                     noise_conditioning: str = "abar", kind: str = "mse",
                     region: str | None = None, normalisation: str = "hole"):
   """The batch's training loss and per-example diagnostics.
@@ -117,8 +117,8 @@ def inpainting_loss(apply_fn: Callable, params, diffusion: process.Diffusion,
   One noise level and one eps per example; x_t = sqrt(abar) x_0 +
   sqrt(1 - abar) eps. With conditioning "concat" (Palette) the known pixels
   of x_t are replaced by the clean x_0, exactly as the samplers do at every
-  step, and the network also gets `inpainting_condition(x0, mask)`. With
-  "none" (an unconditional model for RePaint) it sees x_t alone.
+  step, and the network also gets `inpainting_condition(x0, mask, prefill)`.
+  With "none" (an unconditional model for RePaint) it sees x_t alone.
 
   Args:
     apply_fn: `apply_fn(params, x_t, noise_level, cond) -> eps`, 3 channels
@@ -148,7 +148,7 @@ def inpainting_loss(apply_fn: Callable, params, diffusion: process.Diffusion,
   cond = None
   if conditioning == "concat":
     x_t = jnp.where(mask > 0.5, x_t, x0)
-    cond = process.inpainting_condition(x0, mask)
+    cond = process.inpainting_condition(x0, mask, prefill)
   output = apply_fn(params, x_t, noise_level, cond)
   if output.shape != x0.shape:
     raise ValueError(

@@ -22,6 +22,10 @@ import numpy as np
 from ffc_ddpm.diffusion import schedules
 
 NOISE_CONDITIONINGS = ("abar", "timestep")
+# What the condition holds in the hole (`inpainting_condition`).
+PREFILLS = ("zeros", "harmonic")
+HARMONIC_ITERATIONS = 16  # red-black sweeps per pyramid level
+SOR_OMEGA = 1.8  # over-relaxation of each sweep
 
 
 @flax.struct.dataclass
@@ -254,11 +258,71 @@ def model_noise_level(diffusion: Diffusion, t: jax.Array,
                    f"expected one of {', '.join(NOISE_CONDITIONINGS)}")
 
 
-def inpainting_condition(x_known: jax.Array, mask: jax.Array) -> jax.Array:
-  """The conditional model's extra input: concat(x_known * (1 - mask), mask).
+def _neighbour_mean(x: jax.Array) -> jax.Array:
+  """The mean of each pixel's four neighbours, edges replicated (a
+  zero-flux border, so the fill meets the frame at a right angle)."""
+  p = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+  return (p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2]
+          + p[:, 1:-1, 2:]) / 4
 
-  The hole (mask = 1) is zeroed whatever x_known holds there, so the ground
-  truth of the hole never leaks into the condition. Shape (N, H, W, C + 1).
+
+def harmonic_fill(x: jax.Array, mask: jax.Array,
+                  iterations: int = HARMONIC_ITERATIONS) -> jax.Array:
+  """x with its hole (mask = 1) filled by the harmonic interpolant of the
+  known pixels: the solution of Laplace's equation (each hole pixel the mean
+  of its four neighbours) with the known pixels fixed, the membrane that
+  biharmonic inpainting's thin plate stiffens.
+
+  Solved coarse to fine (cascadic multigrid, Bornemann & Deuflhard 1996):
+  known pixels are averaged down a pyramid of 2x2 blocks (a block is known
+  when any of its pixels is), the coarsest level starts at zero, and each
+  finer level starts from the coarser solution resized up and relaxes
+  `iterations` red-black sweeps of successive over-relaxation. Within 0.003
+  of the exact solution on average for a 32x32 hole at 64x64 (the tests
+  solve the sparse system with SciPy); a few 3x3 stencils per level, so it
+  runs inside the jitted step. A hole with no known pixel is filled with 0.
   """
-  known = jnp.where(mask > 0.5, jnp.zeros_like(x_known), x_known)
+  known = (mask < 0.5).astype(x.dtype)
+  values = jnp.where(known > 0, x, 0)
+  levels = [(values, known)]
+  while all(d % 2 == 0 and d > 1 for d in levels[-1][0].shape[1:3]):
+    v, w = levels[-1]
+    n, h, wd, _ = v.shape
+    pool = lambda a: a.reshape(n, h // 2, 2, wd // 2, 2, -1).sum((2, 4))
+    weight = pool(w)
+    levels.append((pool(v * w) / jnp.maximum(weight, 1),
+                   jnp.minimum(weight, 1)))
+  solution = jnp.zeros_like(levels[-1][0])
+  for v, w in reversed(levels):
+    solution = jax.image.resize(solution, v.shape, "linear")
+    solution = jnp.where(w > 0, v, solution)
+    h, wd = v.shape[1:3]
+    red = (jnp.arange(h)[:, None] + jnp.arange(wd)[None, :]) % 2 == 0
+    def sweep(_, solution, w=w, red=red):
+      for colour in (red, ~red):
+        step = SOR_OMEGA * (_neighbour_mean(solution) - solution)
+        solution = jnp.where((w == 0) & colour[None, :, :, None],
+                             solution + step, solution)
+      return solution
+    solution = jax.lax.fori_loop(0, iterations, sweep, solution)
+  return solution
+
+
+def inpainting_condition(x_known: jax.Array, mask: jax.Array,
+                         prefill: str = "zeros") -> jax.Array:
+  """The conditional model's extra input: concat(known image, mask).
+
+  The known image is x_known outside the hole (mask = 1) and, inside it,
+  zeros (the paper, Palette) or `harmonic_fill` of the known pixels
+  ("harmonic"), so the network learns what a smooth fill misses. Either
+  way the ground truth of the hole never leaks into the condition. Shape
+  (N, H, W, C + 1).
+  """
+  if prefill == "zeros":
+    known = jnp.where(mask > 0.5, jnp.zeros_like(x_known), x_known)
+  elif prefill == "harmonic":
+    known = harmonic_fill(x_known, mask)
+  else:
+    raise ValueError(f"config.diffusion.prefill={prefill!r}: expected one "
+                     f"of {', '.join(PREFILLS)}")
   return jnp.concatenate([known, mask.astype(x_known.dtype)], axis=-1)

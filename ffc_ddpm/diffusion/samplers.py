@@ -17,7 +17,7 @@ Inpainting, at every reverse step, before the network is called
 (`KnownRegion`, one constraint for every sampler):
 - conditioning "concat" (Palette): the known pixels of x_t are replaced by
   the clean known pixels, and the network also sees
-  `inpainting_condition(x_known, mask)` -- exactly as in training;
+  `inpainting_condition(x_known, mask, prefill)` -- exactly as in training;
 - conditioning "none" (RePaint): the known pixels of x_t are replaced by a
   freshly forward-noised copy of the original, q(x_t | x_known).
 The hole starts from pure noise; the result is clipped to [-1, 1] and the
@@ -214,6 +214,7 @@ class SamplerOptions:
   """How to sample; field names follow the config they come from."""
   method: str = "ddim"  # eval.sampler
   conditioning: str = "concat"  # diffusion.conditioning
+  prefill: str = "zeros"  # diffusion.prefill
   noise_conditioning: str = "abar"  # model.noise_conditioning
   learn_sigma: bool = False  # model.learn_sigma
   clip_denoised: bool = True  # diffusion.clip_denoised
@@ -230,6 +231,9 @@ class SamplerOptions:
     if self.conditioning not in CONDITIONINGS:
       fail("diffusion.conditioning", self.conditioning,
            f"one of {', '.join(CONDITIONINGS)}")
+    if self.prefill not in process.PREFILLS:
+      fail("diffusion.prefill", self.prefill,
+           f"one of {', '.join(process.PREFILLS)}")
     if self.noise_conditioning not in process.NOISE_CONDITIONINGS:
       fail("model.noise_conditioning", self.noise_conditioning,
            f"one of {', '.join(process.NOISE_CONDITIONINGS)}")
@@ -268,8 +272,8 @@ class KnownRegion:
   enter each network call.
 
   "concat" (Palette): x_t's known pixels are the clean known pixels, and the
-  network also sees `inpainting_condition(x_known, mask)`; "none" (RePaint,
-  Lugmayr et al. Alg. 1 lines 5-8): they are a fresh draw from
+  network also sees `inpainting_condition(x_known, mask, prefill)`; "none"
+  (RePaint, Lugmayr et al. Alg. 1 lines 5-8): they are a fresh draw from
   q(x_t | x_known), and the network sees x_t alone. Without a mask (plain
   generation) nothing is constrained.
   """
@@ -277,6 +281,7 @@ class KnownRegion:
   x_known: jax.Array | None
   mask: jax.Array | None
   conditioning: str
+  prefill: str = "zeros"  # what the condition holds in the hole
 
   @property
   def noisy(self) -> bool:
@@ -287,7 +292,7 @@ class KnownRegion:
     """The network's extra input ("concat"), or None."""
     if self.mask is None or self.conditioning != "concat":
       return None
-    return process.inpainting_condition(self.x_known, self.mask)
+    return process.inpainting_condition(self.x_known, self.mask, self.prefill)
 
   def project(self, x: jax.Array, t: jax.Array, noise: jax.Array | None
               ) -> jax.Array:
@@ -324,7 +329,8 @@ def _scan_chunk(diffusion, apply_fn, opts: SamplerOptions):
   step_noise = opts.method in ("ddpm", "repaint") or opts.eta > 0
 
   def chunk(params, state, rows, x_known, mask, keys):
-    known = KnownRegion(diffusion, x_known, mask, opts.conditioning)
+    known = KnownRegion(diffusion, x_known, mask, opts.conditioning,
+                        opts.prefill)
     cond = known.condition()
     draws = int(step_noise) + int(known.noisy)
 
@@ -457,6 +463,7 @@ def options_from_config(config) -> SamplerOptions:
   ev = config.eval
   return SamplerOptions(
       method=ev.sampler, conditioning=config.diffusion.conditioning,
+      prefill=config.diffusion.prefill,
       noise_conditioning=config.model.noise_conditioning,
       learn_sigma=config.model.learn_sigma,
       clip_denoised=config.diffusion.clip_denoised, eta=float(ev.eta),

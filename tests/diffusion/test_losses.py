@@ -87,6 +87,18 @@ def concat_runs(diffusion, batch):
   ])))
 
 
+def test_the_network_sees_the_harmonic_prefill(diffusion, batch):
+  """diffusion.prefill='harmonic' reaches the training condition: the
+  hole holds the harmonic fill of the clean known pixels."""
+  x0, mask = batch
+  (_, _, seen), = run_losses(diffusion, x0, mask, [
+      (abar_oracle, dict(conditioning="concat", prefill="harmonic"))])
+  expected = np.asarray(process.harmonic_fill(jnp.asarray(x0),
+                                              jnp.asarray(mask)))
+  np.testing.assert_allclose(seen["cond"][..., :3], expected, atol=1e-6)
+  np.testing.assert_array_equal(seen["cond"][..., 3:], mask)
+
+
 @pytest.fixture(scope="module")
 def unconditional_runs(diffusion, batch):
   variants = {

@@ -625,3 +625,24 @@ def test_bad_call_is_a_one_line_error(concat_run, case, message):
   with pytest.raises(ValueError) as err:
     call()
   assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_sampler_conditions_on_the_configured_prefill(config):
+  """diffusion.prefill reaches every network call of the sampler."""
+  config.diffusion.prefill = "harmonic"
+  config.eval.num_steps = 3
+  seen = []
+
+  def apply_fn(params, x_t, noise_level, cond):
+    jax.debug.callback(lambda c: seen.append(np.asarray(c)), cond,
+                       ordered=True)
+    return jnp.zeros_like(x_t)
+
+  x_known, mask, keys = _inputs(4)
+  samplers.create_sampler(config, apply_fn)(None, x_known, mask, keys)
+  jax.effects_barrier()
+  expected = process.inpainting_condition(jnp.asarray(x_known),
+                                          jnp.asarray(mask), "harmonic")
+  assert len(seen) == 3
+  for cond in seen:
+    np.testing.assert_allclose(cond, expected, atol=1e-6)
