@@ -1,15 +1,20 @@
-"""The released model (weights/celeba64.npz) still wins on real faces.
+"""The released models (weights/*.npz) still win on real faces.
 
-Through the command users run: 16 held-out CelebA crops of ../shared (the
-first of configs/celeba64.py's test split, which training never read) at
-their stored 128x128, twice the model's size, with a centred 64x64 hole,
-are inpainted with `--weights`, no workdir and the mean of K samples;
-scored by scikit-image against the originals, beside scikit-image's
-biharmonic inpainting of the same holes. A change that breaks the network,
-the sampler, the weights format or the inpainting path (the window, the
-resize, the hole at the model's size, the paste back) fails here.
+Through the command users run: held-out faces of ../shared at 128x128 with
+a centred 64x64 hole are inpainted with `--weights`, no workdir and the
+mean of K samples; scored by scikit-image against the originals, beside
+scikit-image's biharmonic inpainting of the same holes. The faces are the
+first 16 of the CelebA crops' test split (configs/celeba64.py's, which
+neither model trained on; celeba128.py splits each folder as if alone, so
+its crops hold out the same faces) and, for the 128x128 model, 8 of the
+aligned CelebA-HQ faces, which no run trains on. celeba64 sees the photo
+through its 64x64 window; celeba128 at its own size. A change that breaks
+the network, the sampler, the weights format or the inpainting path (the
+window, the resize, the hole at the model's size, the paste back) fails
+here.
 """
 
+import dataclasses
 import os
 import pathlib
 import shutil
@@ -26,30 +31,61 @@ from ffc_ddpm import configuration, weights
 from ffc_ddpm.data import pipeline
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-RELEASED = ROOT / "weights" / "celeba64.npz"
-NUM_FACES = 16
-PHOTO_SIZE = 128  # the crops' own size; the model's is 64
-K = 8
-# Ancestral DDPM in 10 calls: the released model's best sampler at this
-# cost (benchmarks/quality.md), so the check takes about a minute on CI.
+PHOTO_SIZE = 128  # the crops' own size
+
+
+@dataclasses.dataclass(frozen=True)
+class Release:
+  """A released file, weights/NAME.npz of configs/NAME.py, and what its
+  check asks: K samples, and the least gain of their mean over biharmonic
+  on each face set."""
+  name: str
+  num_samples: int
+  min_gains: dict  # face set -> (dB of PSNR, SSIM)
+
+  @property
+  def path(self) -> pathlib.Path:
+    return ROOT / "weights" / f"{self.name}.npz"
+
+
+# celeba128 (step 2,250, K = 4, DDPM-10) scores 23.86 / 0.852 on these 16
+# crops against biharmonic's 21.66 / 0.852, and 23.39 / 0.861 on the 8
+# CelebA-HQ faces against 17.79 / 0.810 (benchmarks/quality.md). On the
+# crops its SSIM only ties biharmonic's, so that check allows 0.01 below.
+CELEBA128_CROPS = (1.5, -0.01)
+CELEBA128_CELEBAHQ = (4.0, 0.03)
+
+RELEASES = {r.name: r for r in (
+    # 24.76 dB / 0.864 here against biharmonic's 21.66 / 0.852
+    # (weights/README.md). At 128x128 biharmonic's smooth ramps keep its
+    # SSIM close (at the model's 64x64 the model leads by 0.06), so the
+    # SSIM check asks only that it wins; PSNR keeps a margin no broken model
+    # reaches.
+    Release("celeba64", 8, {"crops": (2.0, 0.0)}),
+    Release("celeba128", 4, {"crops": CELEBA128_CROPS,
+                             "celebahq": CELEBA128_CELEBAHQ}),
+)}
+CASES = [(r, faces) for r in RELEASES.values() for faces in r.min_gains]
+NUM_FACES = {"crops": 16, "celebahq": 8}
+# Ancestral DDPM in 10 calls: the released models' best sampler at this
+# cost (benchmarks/quality.md), so each check takes a minute or two on CI.
 SAMPLER = ("--config.eval.sampler=ddpm", "--config.eval.num_steps=10")
-# The released model scores 24.76 dB / 0.864 here against biharmonic's
-# 21.66 / 0.852 (weights/README.md). At 128x128 biharmonic's smooth ramps
-# keep its SSIM close (at the model's 64x64 the model leads by 0.06), so
-# the SSIM check asks only that it wins; PSNR keeps a margin no broken
-# model reaches.
-MIN_PSNR_GAIN = 2.0  # dB over biharmonic
-MIN_SSIM_GAIN = 0.0
 
 
-def held_out_faces(shared_dir: pathlib.Path) -> np.ndarray:
-  """The first NUM_FACES test faces of configs/celeba64.py at their stored
-  PHOTO_SIZE, uint8."""
+def held_out_faces(shared_dir: pathlib.Path, face_set: str) -> np.ndarray:
+  """NUM_FACES[face_set] held-out faces at PHOTO_SIZE, uint8: the first of
+  configs/celeba64.py's crops test split at their stored size, or the first
+  aligned CelebA-HQ faces (stored at 256) resized by PIL's bicubic."""
+  count = NUM_FACES[face_set]
+  if face_set == "celebahq":
+    folder = shared_dir / "data" / "celebahq_256"
+    return np.stack([np.asarray(Image.open(path).convert("RGB").resize(
+        (PHOTO_SIZE, PHOTO_SIZE), Image.BICUBIC))
+                     for path in sorted(folder.glob("*.png"))[:count]])
   config = configuration.load_config(str(ROOT / "configs" / "celeba64.py"))
   config.data.path = str(shared_dir / "data" / "celeba_crops_128")
   config.data.image_size = PHOTO_SIZE
-  batch = next(pipeline.eval_batches(config, "test", "center", NUM_FACES,
-                                     NUM_FACES))
+  batch = next(pipeline.eval_batches(config, "test", "center", count, count))
   assert batch["valid"].all()
   return np.round((batch["image"] + 1) * 127.5).clip(0, 255).astype(np.uint8)
 
@@ -72,10 +108,21 @@ def scores(outputs, originals) -> tuple[float, float]:
   return float(np.mean(psnr)), float(np.mean(ssim))
 
 
-@pytest.fixture(scope="module")
-def inpainted(shared_dir, tmp_path_factory):
-  root = tmp_path_factory.mktemp("released")
-  faces = held_out_faces(shared_dir)
+def user_env() -> dict:
+  """The environment users run in: without conftest's XLA_FLAGS, which
+  trade run time for compile time on the tests' tiny networks (these
+  networks are the real ones), and without PYTHONPATH."""
+  return {k: v for k, v in os.environ.items()
+          if k not in ("XLA_FLAGS", "PYTHONPATH")}
+
+
+@pytest.fixture(scope="module", params=CASES,
+                ids=[f"{r.name}-{faces}" for r, faces in CASES])
+def inpainted(request, shared_dir, tmp_path_factory):
+  """(release, face set, faces, hole, the command's mean of K)."""
+  release, face_set = request.param
+  root = tmp_path_factory.mktemp(f"{release.name}-{face_set}")
+  faces = held_out_faces(shared_dir, face_set)
   hole = centre_hole(faces.shape[1])
   for folder in ("faces", "masks"):
     (root / folder).mkdir()
@@ -83,50 +130,50 @@ def inpainted(shared_dir, tmp_path_factory):
     Image.fromarray(face).save(root / "faces" / f"{i:02d}.png")
     Image.fromarray(hole.astype(np.uint8) * 255).save(
         root / "masks" / f"{i:02d}.png")
-  # As users run it: without conftest's XLA_FLAGS, which trade run time for
-  # compile time on the tests' tiny networks; this network is the real one.
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
   result = subprocess.run(
       [sys.executable, "-m", "ffc_ddpm.main", "--mode=inpaint",
-       "--config=configs/celeba64.py", f"--weights={RELEASED}",
+       f"--config=configs/{release.name}.py", f"--weights={release.path}",
        f"--image={root / 'faces'}", f"--mask={root / 'masks'}",
-       f"--output={root / 'out'}", f"--num_samples={K}", "--reduce=mean",
-       "--compilation_cache=", *SAMPLER],
-      cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+       f"--output={root / 'out'}", f"--num_samples={release.num_samples}",
+       "--reduce=mean", "--compilation_cache=", *SAMPLER],
+      cwd=ROOT, env=user_env(), capture_output=True, text=True, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   outputs = np.stack([np.asarray(Image.open(root / "out" / f"{i:02d}.png"))
                       for i in range(len(faces))])
-  return faces, hole, outputs
+  return release, face_set, faces, hole, outputs
 
 
-def test_the_released_file_is_the_documented_one():
-  meta = weights.read_metadata(str(RELEASED))
+@pytest.mark.parametrize("release", RELEASES.values(), ids=RELEASES)
+def test_the_released_file_is_the_documented_one(release):
+  meta = weights.read_metadata(str(release.path))
   readme = (ROOT / "weights" / "README.md").read_text()
-  assert f"{meta['step']:,}" in readme
-  assert os.path.getsize(RELEASED) <= 8_000_000
+  section = readme.split(f"## `{release.name}.npz`")[1].split("\n## ")[0]
+  assert f"the EMA weights of step {meta['step']:,}" in section
+  assert os.path.getsize(release.path) <= 8_000_000
 
 
 def test_known_pixels_are_kept_and_the_hole_filled(inpainted):
-  faces, hole, outputs = inpainted
+  _, _, faces, hole, outputs = inpainted
   np.testing.assert_array_equal(outputs[:, ~hole], faces[:, ~hole])
   assert (outputs[:, hole] != faces[:, hole]).any(-1).mean() > 0.9
 
 
 def test_the_mean_of_k_beats_biharmonic_on_held_out_faces(inpainted):
-  faces, hole, outputs = inpainted
+  release, face_set, faces, hole, outputs = inpainted
   biharmonic = np.stack([
       np.round(restoration.inpaint_biharmonic(
           face, hole, channel_axis=-1) * 255).clip(0, 255).astype(np.uint8)
       for face in faces])
   model_psnr, model_ssim = scores(outputs, faces)
   classic_psnr, classic_ssim = scores(biharmonic, faces)
-  assert model_psnr >= classic_psnr + MIN_PSNR_GAIN, (model_psnr,
-                                                      classic_psnr)
-  assert model_ssim >= classic_ssim + MIN_SSIM_GAIN, (model_ssim,
-                                                      classic_ssim)
+  psnr_gain, ssim_gain = release.min_gains[face_set]
+  assert model_psnr >= classic_psnr + psnr_gain, (model_psnr, classic_psnr)
+  assert model_ssim >= classic_ssim + ssim_gain, (model_ssim, classic_ssim)
 
 
-def test_the_documented_command_runs_from_a_clone_without_shared(tmp_path):
+@pytest.mark.parametrize("release", RELEASES.values(), ids=RELEASES)
+def test_the_documented_command_runs_from_a_clone_without_shared(
+    release, tmp_path):
   """weights/README.md's command, run as a user runs it: from a copy of the
   repository with no ../shared beside it, on their own photo and mask."""
   from ffc_ddpm.data import synthetic  # pylint: disable=g-import-not-at-top
@@ -141,15 +188,14 @@ def test_the_documented_command_runs_from_a_clone_without_shared(tmp_path):
   hole = centre_hole(PHOTO_SIZE)
   Image.fromarray(hole.astype(np.uint8) * 255).save(
       tmp_path / "masks" / "me.png")
-  env = {k: v for k, v in os.environ.items()
-         if k not in ("XLA_FLAGS", "PYTHONPATH")}
   result = subprocess.run(
       [sys.executable, "-m", "ffc_ddpm.main", "--mode=inpaint",
-       "--config=configs/celeba64.py", "--weights=weights/celeba64.npz",
+       f"--config=configs/{release.name}.py",
+       f"--weights=weights/{release.name}.npz",
        f"--image={tmp_path / 'faces'}", f"--mask={tmp_path / 'masks'}",
        f"--output={tmp_path / 'out'}", "--num_samples=8",
        "--compilation_cache="],
-      cwd=clone, env=env, capture_output=True, text=True, check=False)
+      cwd=clone, env=user_env(), capture_output=True, text=True, check=False)
   assert result.returncode == 0, result.stderr[-3000:]
   written = sorted(p.name for p in (tmp_path / "out").iterdir())
   assert written == [f"me_{k}.png" for k in range(8)] + ["me_uncertainty.png"]
