@@ -197,6 +197,21 @@ def test_metric_buffer_means_and_names_the_bad_step():
     buffer.fetch()
 
 
+def test_the_host_runs_at_most_one_step_ahead_of_the_device():
+  """So a SIGTERM's checkpoint waits for one step, not for every step
+  dispatched since the last fetch."""
+  slow = jax.jit(lambda x: jax.lax.fori_loop(
+      0, 30, lambda _, y: jnp.tanh(y @ y), x))
+  x = jnp.ones((500, 500)) / 500
+  slow(x).block_until_ready()  # compiled before the clock matters
+  buffer = train.MetricBuffer()
+  for step in range(1, 6):
+    buffer.append(step, {"loss": slow(x), "grad_norm": jnp.float32(1.0)})
+    pending = [s for s, m in buffer._steps  # pylint: disable=protected-access
+               if not m["loss"].is_ready()]
+    assert pending in ([], [step]), (step, pending)
+
+
 def test_sigterm_asks_a_single_process_to_stop(tmp_path):
   previous = signal.getsignal(signal.SIGTERM)
   with checkpoint.Checkpointer(str(tmp_path)) as ckpt:
